@@ -1,0 +1,58 @@
+"""Provenance printed at the top of every executed chapter: versions, hardware, commit, profile, seed."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from functools import lru_cache
+
+import torch
+
+from .paths import REPO_ROOT
+
+
+@lru_cache(maxsize=1)
+def hardware() -> str:
+    """A short description of the device computations run on, e.g. 'NVIDIA H100 80GB HBM3' or 'Intel Xeon ... (2 cores)'."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(profile: str, seed: int | None) -> dict:
+    import numpy, sklearn, torchvision  # noqa: E401
+
+    return {
+        "profile": profile,
+        "seed": seed,
+        "hardware": hardware(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "git_commit": git_commit(),
+    }
+
+
+def format_provenance(p: dict) -> str:
+    return "\n".join(f"{k:>13}: {v}" for k, v in p.items())
