@@ -1,0 +1,749 @@
+"""DCGAN training engine (paper §4 "Training details").
+
+The loop follows pytorch/examples' ``dcgan/main.py``: Adam(lr 2e-4,
+betas (0.5, 0.999)), batch 128, BCE on D's logits (real label 1, fake 0), G
+trained with the non-saturating loss ``-log D(G(z))``. Around it:
+
+* a run folder (``config.json``, ``metrics.jsonl``, a fixed-noise sample grid
+  per epoch, a G snapshot per epoch for per-epoch metrics, final ``G.pt`` and
+  ``D.pt``);
+* checkpoints of G, D, both optimizers, RNG states and the step, written
+  atomically (tmp file + ``os.replace``) and read with ``weights_only=True``;
+  a killed run resumes to bit-identical weights on CPU with
+  ``deterministic=True`` (fp32);
+* a cache: :func:`train` on a config that was already trained returns that
+  run (the key hashes the config and :data:`CODE_VERSION`); training happens
+  in ``runs/.partial/<key>`` under a file lock and is renamed into place when
+  done, so two processes never train the same config twice;
+* NaN/inf losses raise :class:`TrainingDiverged` (``nan_policy="raise"``) or
+  end the run marked ``diverged`` (``"stop"``), never stepping on a bad loss;
+* fast paths: bf16 autocast + channels_last on CPUs with bf16 support, CUDA
+  autocast on a GPU, optional ``torch.compile``; DDP when launched by
+  ``torchrun`` (DistributedSampler, rank-0 logging/checkpoints, optional
+  SyncBatchNorm).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .models import Discriminator, Generator, ModelConfig, build_models, sample_noise
+from .paths import runs_root as _default_runs_root
+
+__all__ = [
+    "CODE_VERSION",
+    "TrainConfig",
+    "Run",
+    "TrainingDiverged",
+    "CheckpointError",
+    "train",
+    "load_run",
+    "preset",
+    "PRESETS",
+    "config_key",
+    "resolve_precision",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_generator",
+]
+
+# Bump when a change to the training code changes what a config trains to:
+# cached runs of older versions are then retrained instead of reused.
+CODE_VERSION = 1
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN/inf (nan_policy="raise"); the last good checkpoint is kept."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is unreadable, truncated or not one of ours."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (and its cache key)."""
+
+    dataset: str = "fashion-mnist"
+    split: str = "train"
+    image_size: int = 32
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(image_size=32, channels=1))
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimizer steps (None: run all epochs)
+    subset: int | None = None  # train on the first N images only
+    batch_size: int = 128  # §4: mini-batch SGD with batch 128 (global, split over DDP ranks)
+    lr: float = 2e-4  # §4: 0.001 was too high
+    beta1: float = 0.5  # §4: 0.9 oscillated
+    beta2: float = 0.999
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    deterministic: bool = False  # fp32 + deterministic kernels: bit-identical resume on CPU
+    compile: bool = False
+    nan_policy: Literal["raise", "stop"] = "raise"
+    sample_every: int = 1  # epochs between fixed-noise sample grids (the first epoch is always kept)
+    ckpt_every: int = 0  # optimizer steps between checkpoints (0: at the end of every epoch only)
+    n_samples: int = 64  # size of the fixed noise batch
+    sync_bn: bool = False  # DDP only: SyncBatchNorm across ranks
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):  # from JSON
+            object.__setattr__(self, "model", ModelConfig(**self.model))
+        if self.model.image_size != self.image_size:
+            raise ValueError(
+                f"model.image_size ({self.model.image_size}) != image_size ({self.image_size}); "
+                "build the ModelConfig with the same image_size"
+            )
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.nan_policy not in ("raise", "stop"):
+            raise ValueError(f"nan_policy must be 'raise' or 'stop', got {self.nan_policy!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1 or None")
+        if self.subset is not None and self.subset < 1:
+            raise ValueError("subset must be >= 1 or None")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        d["model"] = ModelConfig(**d["model"]) if isinstance(d.get("model"), dict) else d.get("model", ModelConfig())
+        return cls(**d)
+
+    def replace(self, **kw) -> "TrainConfig":
+        """A copy with fields changed; ``model`` may be a dict of ModelConfig fields to change."""
+        if isinstance(kw.get("model"), dict):
+            kw["model"] = replace(self.model, **kw["model"])
+        if "image_size" in kw and "model" not in kw:
+            kw["model"] = replace(self.model, image_size=kw["image_size"])
+        return replace(self, **kw)
+
+
+def config_key(cfg: TrainConfig) -> str:
+    """Short stable hash of the config and the code version (the cache key)."""
+    blob = json.dumps({"code_version": CODE_VERSION, "config": cfg.to_dict()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_name(cfg: TrainConfig) -> str:
+    return f"{cfg.dataset}-{cfg.image_size}-{config_key(cfg)}"
+
+
+# ----------------------------------------------------------------------------- presets
+
+# name -> (dataset, image_size, channels)
+_PRESET_DATA = {
+    "fashion-mnist-32": ("fashion-mnist", 32, 1),
+    "emoji-64": ("emoji", 64, 3),
+    "imagenet32": ("imagenet32", 32, 3),
+    "svhn-32": ("svhn", 32, 3),
+    "lsun-64": ("lsun-bedroom", 64, 3),
+    "celeba-64": ("celeba", 64, 3),
+}
+PRESETS = tuple(_PRESET_DATA)
+_PAPER_ONLY = ("imagenet32", "svhn-32", "lsun-64", "celeba-64")
+
+
+def preset(name: str, profile: str = "book") -> TrainConfig:
+    """The book's standard runs: ``smoke`` (seconds), ``book`` (CPU minutes), ``paper`` (GPU, full data).
+
+    Chapters reuse these, so every chapter that needs chapter 02's models
+    gets the cached run instead of training a new one.
+    """
+    if name not in _PRESET_DATA:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    if profile not in ("smoke", "book", "paper"):
+        raise ValueError(f"unknown profile {profile!r}; known: smoke, book, paper")
+    if name in _PAPER_ONLY and profile != "paper":
+        raise ValueError(
+            f"preset {name!r} needs the paper's data and a GPU: use profile='paper' "
+            "(book/smoke chapters use 'fashion-mnist-32' or 'emoji-64')"
+        )
+    dataset, size, ch = _PRESET_DATA[name]
+    if profile == "smoke":
+        # Narrow nets on ~1k images: a few seconds on 2 CPU cores.
+        m = ModelConfig(image_size=size, channels=ch, nz=100, ngf=16, ndf=16)
+        return TrainConfig(dataset, "train", size, m, epochs=2, subset=1024 if size == 32 else 768, batch_size=64)
+    if profile == "book":
+        if name == "fashion-mnist-32":
+            m = ModelConfig(image_size=32, channels=1, nz=100, ngf=64, ndf=64)
+            return TrainConfig(dataset, "train", 32, m, epochs=BOOK_EPOCHS[name], subset=None)
+        m = ModelConfig(image_size=64, channels=3, nz=100, ngf=64, ndf=64)
+        return TrainConfig(dataset, "train", 64, m, epochs=BOOK_EPOCHS[name], subset=None)
+    # paper profile: the paper's widths (Figure 1: 4x4x1024 top at 64x64), full data.
+    if name == "imagenet32":
+        # §5.1: D widths 256/512/1024 -> 4x4 max-pooled features 16*(256+512+1024) = 28672-d.
+        m = ModelConfig(image_size=32, channels=3, nz=100, ngf=256, ndf=256)
+        return TrainConfig(dataset, "train", 32, m, epochs=5)
+    if size == 32:
+        m = ModelConfig(image_size=32, channels=ch, nz=100, ngf=128, ndf=128)
+    else:
+        m = ModelConfig(image_size=64, channels=ch, nz=100, ngf=128, ndf=128)
+    epochs = {"fashion-mnist-32": 25, "emoji-64": 100, "svhn-32": 25, "lsun-64": 1, "celeba-64": 25}[name]
+    return TrainConfig(dataset, "train", size, m, epochs=epochs)
+
+
+# Book-profile epochs, chosen so chapter 02's two runs fit ~15 CPU minutes (see chapter 02).
+BOOK_EPOCHS = {"fashion-mnist-32": 2, "emoji-64": 10}
+
+
+# ----------------------------------------------------------------------------- precision / device
+
+
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 / AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """'fp32' or 'bf16' for this config on this device ('auto': bf16 where fast, fp32 when deterministic)."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if cfg.deterministic:
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a checkpoint atomically: a crash mid-write leaves the previous file intact."""
+    _atomic_save({"format": "dcgan-ckpt", "code_version": CODE_VERSION, **state}, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint with ``weights_only=True``; a damaged file raises :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, ...
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); delete it to fall back "
+            "to the previous checkpoint, or delete the run folder to start over"
+        ) from e
+    if not isinstance(state, dict) or state.get("format") not in ("dcgan-ckpt", "dcgan-net"):
+        raise CheckpointError(f"{path} is not a dcgan checkpoint (no 'format' key)")
+    return state
+
+
+def _net_file(net: nn.Module, cfg: ModelConfig, **extra) -> dict:
+    return {"format": "dcgan-net", "model_config": cfg.to_dict(), "state_dict": _cpu_state(net), **extra}
+
+
+def _cpu_state(net: nn.Module) -> dict:
+    net = _unwrap(net)
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    net = getattr(net, "_orig_mod", net)  # torch.compile
+    net = getattr(net, "module", net)  # DDP
+    return getattr(net, "_orig_mod", net)
+
+
+def load_generator(path: str | Path) -> Generator:
+    """A generator from a ``G.pt``/snapshot file (CPU, fp32, eval mode)."""
+    state = load_checkpoint(path)
+    if state.get("format") != "dcgan-net" or state.get("kind", "G") != "G":
+        raise CheckpointError(f"{path} is not a generator file (expected G.pt or snapshots/G_epoch_*.pt)")
+    g = Generator(ModelConfig(**state["model_config"]))
+    g.load_state_dict(state["state_dict"])
+    return g.eval()
+
+
+def load_discriminator(path: str | Path) -> Discriminator:
+    state = load_checkpoint(path)
+    if state.get("format") != "dcgan-net" or state.get("kind") != "D":
+        raise CheckpointError(f"{path} is not a discriminator file (expected D.pt)")
+    d = Discriminator(ModelConfig(**state["model_config"]))
+    d.load_state_dict(state["state_dict"])
+    return d.eval()
+
+
+# ----------------------------------------------------------------------------- run
+
+
+@dataclass
+class Run:
+    """A finished (or diverged) training run on disk."""
+
+    dir: Path
+    config: TrainConfig
+    info: dict
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.info.get("diverged", False))
+
+    @property
+    def epochs_done(self) -> int:
+        return int(self.info.get("epochs_done", 0))
+
+    @property
+    def steps(self) -> int:
+        return int(self.info.get("steps", 0))
+
+    @property
+    def metrics(self) -> list[dict]:
+        if not hasattr(self, "_metrics"):
+            p = self.dir / "metrics.jsonl"
+            self._metrics = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        return self._metrics
+
+    def snapshot_epochs(self) -> list[int]:
+        """Epochs that have a generator snapshot."""
+        return sorted(int(p.stem.split("_")[-1]) for p in (self.dir / "snapshots").glob("G_epoch_*.pt"))
+
+    def generator(self, epoch: int | None = None) -> Generator:
+        """G after ``epoch`` (1-based), or the final G; CPU, fp32, eval mode."""
+        if epoch is None:
+            return load_generator(self.dir / "G.pt")
+        p = self.dir / "snapshots" / f"G_epoch_{epoch:03d}.pt"
+        if not p.exists():
+            raise FileNotFoundError(f"no generator snapshot for epoch {epoch} in {self.dir}; have {self.snapshot_epochs()}")
+        return load_generator(p)
+
+    def discriminator(self) -> Discriminator:
+        """The final D; CPU, fp32, eval mode."""
+        return load_discriminator(self.dir / "D.pt")
+
+    def fixed_noise(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fixed noise batch (and labels, for conditional runs) behind the sample grids."""
+        s = torch.load(self.dir / "fixed_noise.pt", map_location="cpu", weights_only=True)
+        return s["z"], s.get("y")
+
+    def sample_grid_path(self, epoch: int) -> Path:
+        return self.dir / "samples" / f"epoch_{epoch:03d}.png"
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r}, epochs_done={self.epochs_done}, steps={self.steps}, diverged={self.diverged})"
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a finished run folder."""
+    path = Path(path)
+    info_p = path / "run.json"
+    if not info_p.is_file():
+        raise FileNotFoundError(f"{path} is not a finished run (no run.json); train it with dcgan.train.train(cfg)")
+    info = json.loads(info_p.read_text())
+    return Run(path, TrainConfig.from_dict(info["config"]), info)
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def on(self) -> bool:
+        return self.world > 1
+
+
+def _dist_from_env() -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _barrier(d: _Dist) -> None:
+    if d.on:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def train(
+    cfg: TrainConfig,
+    runs_root: str | Path | None = None,
+    progress: bool = True,
+    *,
+    init_g: str | Path | None = None,
+    init_d: str | Path | None = None,
+    device: str | torch.device | None = None,
+    _stop_after: int | None = None,
+) -> Run:
+    """Train ``cfg`` (or return the cached run) and return the :class:`Run`.
+
+    ``runs_root`` defaults to ``$DCGAN_RUNS`` or ``<repo>/runs``. A killed run
+    resumes from its last checkpoint in ``runs/.partial``. ``init_g``/``init_d``
+    start from saved weights (pytorch/examples' ``--netG/--netD``); they are
+    part of the cache key through their file hash. ``_stop_after`` (tests)
+    simulates a kill after that many steps.
+    """
+    root = Path(runs_root) if runs_root is not None else _default_runs_root()
+    key = config_key(cfg)
+    if init_g or init_d:
+        h = hashlib.sha256(key.encode())
+        for p in (init_g, init_d):
+            h.update(Path(p).read_bytes() if p else b"-")
+        key = h.hexdigest()[:16]
+    name = f"{cfg.dataset}-{cfg.image_size}-{key}"
+    final = root / name
+    if (final / "run.json").is_file():
+        return load_run(final)
+    dist = _dist_from_env()
+    partial = root / ".partial" / name
+    lock = root / ".locks" / f"{name}.lock"
+    ctx = _file_lock(lock) if dist.main else contextlib.nullcontext()
+    with ctx:
+        if (final / "run.json").is_file():  # another process finished it while we waited
+            return load_run(final)
+        if dist.main:
+            partial.mkdir(parents=True, exist_ok=True)
+        _barrier(dist)
+        was_det = torch.are_deterministic_algorithms_enabled()
+        try:
+            finished = _train_in(cfg, partial, progress, dist, init_g, init_d, device, _stop_after)
+        finally:
+            torch.use_deterministic_algorithms(was_det)
+        _barrier(dist)
+        if not finished:
+            raise KeyboardInterrupt(f"stopped after {_stop_after} steps (test hook); resume by calling train again")
+        if dist.main:
+            os.replace(partial, final)
+        _barrier(dist)
+    return load_run(final)
+
+
+def _batches(n: int, batch: int, epoch: int, seed: int, dist: _Dist) -> list[torch.Tensor]:
+    """This rank's index batches for ``epoch`` (DistributedSampler: the same on a resume)."""
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    idx = torch.tensor(list(sampler), dtype=torch.long)
+    per = batch // dist.world
+    nb = len(idx) // per
+    return [idx[i * per : (i + 1) * per] for i in range(nb)]
+
+
+def _load_data(cfg: TrainConfig):
+    from .data import load_dataset
+
+    ds = load_dataset(cfg.dataset, cfg.split, cfg.image_size)
+    if ds.channels != cfg.model.channels:
+        raise ValueError(
+            f"{cfg.dataset} has {ds.channels} channel(s) but model.channels={cfg.model.channels}; "
+            f"set ModelConfig(channels={ds.channels})"
+        )
+    images = ds.images
+    labels = ds.labels
+    if cfg.subset is not None:
+        images = images[: cfg.subset]
+        labels = labels[: cfg.subset] if labels is not None else None
+    if cfg.model.n_classes:
+        if labels is None:
+            raise ValueError(f"{cfg.dataset} has no labels; a conditional model (n_classes>0) needs them")
+        if len(ds.classes) != cfg.model.n_classes:
+            raise ValueError(f"{cfg.dataset} has {len(ds.classes)} classes; set model.n_classes={len(ds.classes)}")
+    return images, labels
+
+
+def _save_grid(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None, path: Path, nrow: int = 8) -> None:
+    from torchvision.utils import save_image
+
+    was = g.training
+    g.eval()
+    with torch.no_grad():
+        x = g(z, y) if y is not None else g(z)
+    g.train(was)
+    save_image(x.float().cpu(), path, nrow=nrow, normalize=True, value_range=(-1, 1))
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, device, stop_after) -> bool:
+    from tqdm.auto import tqdm
+
+    if device is None:
+        device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    precision = resolve_precision(cfg, device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+    if cfg.batch_size % dist.world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {dist.world} DDP ranks")
+
+    images, labels = _load_data(cfg)
+    n = images.shape[0]
+    steps_per_epoch = n // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"only {n} images for batch_size {cfg.batch_size}: lower batch_size or raise subset")
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+
+    torch.manual_seed(cfg.seed)
+    G, D = build_models(cfg.model)
+    if init_g:
+        G.load_state_dict(load_checkpoint(init_g)["state_dict"])
+    if init_d:
+        D.load_state_dict(load_checkpoint(init_d)["state_dict"])
+    mem = torch.channels_last if precision == "bf16" else torch.contiguous_format
+    G.to(device, memory_format=mem)
+    D.to(device, memory_format=mem)
+    optG = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    optD = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    fixed_z = sample_noise(cfg.model, cfg.n_samples, torch.Generator().manual_seed(cfg.seed + 2))
+    fixed_y = torch.arange(cfg.n_samples) % cfg.model.n_classes if cfg.model.n_classes else None
+
+    ckpt_dir = out / "ckpt"
+    metrics: list[dict] = []
+    step = 0
+    diverged = False
+    ckpts = sorted(ckpt_dir.glob("step_*.pt")) if ckpt_dir.exists() else []
+    if ckpts:  # resume
+        state = load_checkpoint(ckpts[-1])
+        if state.get("config_key") != config_key(cfg):
+            raise CheckpointError(f"{ckpts[-1]} belongs to another config; delete {out} to start over")
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        optG.load_state_dict(state["optG"])
+        optD.load_state_dict(state["optD"])
+        noise_gen.set_state(state["noise_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+        metrics = list(state["metrics"])
+        diverged = bool(state.get("diverged", False))
+    if dist.main:
+        (out / "samples").mkdir(exist_ok=True)
+        (out / "snapshots").mkdir(exist_ok=True)
+        ckpt_dir.mkdir(exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        torch.save({"z": fixed_z, **({"y": fixed_y} if fixed_y is not None else {})}, out / "fixed_noise.pt")
+
+    Gt, Dt = G, D
+    if dist.on:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if cfg.sync_bn:
+            Gt = nn.SyncBatchNorm.convert_sync_batchnorm(Gt)
+            Dt = nn.SyncBatchNorm.convert_sync_batchnorm(Dt)
+        ids = [device.index] if device.type == "cuda" else None
+        Gt, Dt = DDP(Gt, device_ids=ids), DDP(Dt, device_ids=ids)
+    if cfg.compile:
+        Gt, Dt = torch.compile(Gt), torch.compile(Dt)
+    cond = cfg.model.n_classes > 0
+    per_rank = cfg.batch_size // dist.world
+
+    def checkpoint(keep: int = 2) -> None:
+        if not dist.main:
+            return
+        save_checkpoint(
+            ckpt_dir / f"step_{step:08d}.pt",
+            {
+                "config_key": config_key(cfg),
+                "step": step,
+                "G": _cpu_state(G),
+                "D": _cpu_state(D),
+                "optG": optG.state_dict(),
+                "optD": optD.state_dict(),
+                "noise_rng": noise_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "metrics": metrics,
+                "diverged": diverged,
+            },
+        )
+        _write_jsonl(out / "metrics.jsonl", metrics)
+        for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:  # keep the last two
+            old.unlink()
+
+    def end_of_epoch(epoch: int) -> None:  # epoch is 1-based
+        if not dist.main:
+            return
+        _atomic_save(_net_file(G, cfg.model, kind="G", epoch=epoch), out / "snapshots" / f"G_epoch_{epoch:03d}.pt")
+        if epoch == 1 or epoch % cfg.sample_every == 0 or epoch == cfg.epochs:
+            g = _unwrap(G)
+            g_cpu = Generator(cfg.model)
+            g_cpu.load_state_dict(_cpu_state(g))
+            _save_grid(g_cpu, fixed_z, fixed_y, out / "samples" / f"epoch_{epoch:03d}.png")
+
+    bar = tqdm(total=total * cfg.batch_size, initial=step * cfg.batch_size, unit="img", unit_scale=True,
+               disable=not (progress and dist.main), desc=out.name[:40], smoothing=0.1)
+    t0 = time.perf_counter()
+    step0 = step
+    G.train()
+    D.train()
+    while step < total and not diverged:
+        epoch = step // steps_per_epoch
+        batches = _batches(n, cfg.batch_size, epoch, cfg.seed, dist)
+        for b in range(step % steps_per_epoch, steps_per_epoch):
+            if step >= total:
+                break
+            idx = batches[b]
+            real = images[idx].to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+            if mem is torch.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
+            y = labels[idx].to(device) if cond else None
+            z = sample_noise(cfg.model, per_rank, noise_gen, device)
+            # --- D step: maximise log D(x) + log(1 - D(G(z)))
+            optD.zero_grad(set_to_none=True)
+            with _autocast(device, precision):
+                out_real = Dt(real, y) if cond else Dt(real)
+                loss_real = F.binary_cross_entropy_with_logits(out_real.float(), torch.ones_like(out_real, dtype=torch.float32))
+            loss_real.backward()
+            with _autocast(device, precision):
+                fake = Gt(z, y) if cond else Gt(z)
+                out_fake = Dt(fake.detach(), y) if cond else Dt(fake.detach())
+                loss_fake = F.binary_cross_entropy_with_logits(out_fake.float(), torch.zeros_like(out_fake, dtype=torch.float32))
+            loss_fake.backward()
+            loss_d = loss_real + loss_fake
+            ld = float(loss_d.detach())
+            if math.isfinite(ld):
+                optD.step()
+                # --- G step: non-saturating loss, maximise log D(G(z)) under the updated D
+                optG.zero_grad(set_to_none=True)
+                if not dist.on:  # D's weight grads are not needed here (DDP expects every grad, keep them there)
+                    D.requires_grad_(False)
+                with _autocast(device, precision):
+                    out_g = Dt(fake, y) if cond else Dt(fake)
+                    loss_g = F.binary_cross_entropy_with_logits(out_g.float(), torch.ones_like(out_g, dtype=torch.float32))
+                loss_g.backward()
+                D.requires_grad_(True)
+                lg = float(loss_g.detach())
+            else:
+                lg = float("nan")
+            if not (math.isfinite(ld) and math.isfinite(lg)):
+                if cfg.nan_policy == "raise":
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"loss became non-finite at step {step} (loss_d={ld}, loss_g={lg}); the last good checkpoint "
+                        f"is kept in {ckpt_dir}. Lower lr, use precision='fp32', or nan_policy='stop' to end the run "
+                        "marked diverged"
+                    )
+                diverged = True
+                break
+            optG.step()
+            step += 1
+            metrics.append(
+                {
+                    "step": step,
+                    "epoch": epoch + (b + 1) / steps_per_epoch,
+                    "loss_d": ld,
+                    "loss_g": lg,
+                    "d_x": float(torch.sigmoid(out_real.detach().float()).mean()),
+                    "d_g_z": float(torch.sigmoid(out_fake.detach().float()).mean()),
+                    "d_g_z2": float(torch.sigmoid(out_g.detach().float()).mean()),
+                }
+            )
+            bar.update(cfg.batch_size)
+            if step % steps_per_epoch == 0:
+                end_of_epoch(step // steps_per_epoch)
+                checkpoint()
+            elif cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                checkpoint()
+            if stop_after is not None and step - step0 >= stop_after and step < total:
+                checkpoint()
+                bar.close()
+                return False
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    epochs_done = step // steps_per_epoch
+    if dist.main:
+        if step % steps_per_epoch and not diverged:  # max_steps stopped mid-epoch: still keep a final grid
+            g_cpu = Generator(cfg.model)
+            g_cpu.load_state_dict(_cpu_state(G))
+            _save_grid(g_cpu, fixed_z, fixed_y, out / "samples" / "final.png")
+        checkpoint()
+        _atomic_save(_net_file(G, cfg.model, kind="G", epoch=epochs_done, step=step), out / "G.pt")
+        _atomic_save(_net_file(D, cfg.model, kind="D", epoch=epochs_done, step=step), out / "D.pt")
+        info = {
+            "config": cfg.to_dict(),
+            "config_key": config_key(cfg),
+            "code_version": CODE_VERSION,
+            "steps": step,
+            "steps_per_epoch": steps_per_epoch,
+            "epochs_done": epochs_done,
+            "diverged": diverged,
+            "precision": precision,
+            "device": str(device),
+            "world_size": dist.world,
+            "torch": torch.__version__,
+            "seconds_last_session": elapsed,
+            "img_per_s_last_session": (step - step0) * cfg.batch_size / elapsed if elapsed > 0 else None,
+        }
+        (out / "run.json").write_text(json.dumps(info, indent=2))
+    return True
