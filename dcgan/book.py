@@ -1,16 +1,42 @@
-"""Chapter set-up and the book runner (papermill profiles -> executed notebooks -> Jupyter Book)."""
+"""Chapter set-up and the book runner (papermill profiles -> executed notebooks -> Jupyter Book).
+
+Every chapter is a notebook ``notebooks/NN_name.ipynb`` with a ``parameters``
+cell; ``params/NN_name.yaml`` holds its parameters per profile::
+
+    smoke: {epochs: 1}      # seconds on 2 CPU cores: CI and the nbval baseline
+    book:  {epochs: 5}      # the default: the rendered book, CPU, offline data
+    paper: {epochs: 25}     # the paper's scale: GPU and the paper's data sets
+
+:func:`run_book` executes the chapters in order with papermill (injecting the
+profile's parameters plus ``profile``) into ``book/``, writes the results page
+and builds the Jupyter Book. The book is built from a staged copy of the
+project so that a partial run (``--only``) or a run into another folder
+(``--out``) still builds.
+"""
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .paths import REPO_ROOT
 from .provenance import format_provenance, provenance
 from .results import ResultsRecorder
 
 PROFILES = ("smoke", "book", "paper")
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PARAMS_DIR = REPO_ROOT / "params"
+BOOK_DIR = REPO_ROOT / "book"
+KERNEL_NAME = "python3"  # the notebooks' kernelspec; jupyter_client runs it with this Python
 
 
 def seed_everything(seed: int) -> None:
@@ -26,3 +52,194 @@ def setup_chapter(chapter: str, profile: str, seed: int = 0) -> ResultsRecorder:
     seed_everything(seed)
     print(format_provenance({"chapter": chapter, **provenance(profile, seed)}))
     return ResultsRecorder(chapter, profile, seed)
+
+
+# ---------------------------------------------------------------- notebooks and parameters
+
+def chapter_notebooks(only: list[str] | None = None, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """``notebooks/NN_*.ipynb`` in order; ``only`` keeps those named ``NN_name`` or ``NN``."""
+    nbs = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return nbs
+    picked = [p for p in nbs if any(p.stem == o or p.stem.split("_", 1)[0] == o for o in only)]
+    unknown = [o for o in only if not any(p.stem == o or p.stem.split("_", 1)[0] == o for p in nbs)]
+    if unknown:
+        raise ValueError(f"no chapter notebook {unknown} in {notebooks_dir}; chapters: {', '.join(p.stem for p in nbs)}")
+    return picked
+
+
+def chapter_params(chapter: str, profile: str, params_dir: Path = PARAMS_DIR) -> dict:
+    """The papermill parameters of ``chapter`` under ``profile`` (plus ``profile`` itself)."""
+    import yaml
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    path = Path(params_dir) / f"{chapter}.yaml"
+    table = {}
+    if path.exists():
+        table = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(table, dict) or set(table) - set(PROFILES):
+            raise ValueError(f"{path}: top-level keys must be profiles {PROFILES}, got {list(table)}")
+    params = dict(table.get(profile) or {})
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: {profile!r} must map parameter names to values")
+    params["profile"] = profile
+    return params
+
+
+# ---------------------------------------------------------------- execution
+
+@dataclass
+class ChapterRun:
+    chapter: str
+    output: Path
+    seconds: float
+
+
+def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PARAMS_DIR,
+                    log_output: bool = False) -> ChapterRun:
+    """Execute one chapter notebook with papermill into ``out_dir`` (results go there too)."""
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / nb.name
+    stale = out_dir / f"{nb.stem}.results.json"
+    stale.unlink(missing_ok=True)  # a failed re-run must not leave the old numbers behind
+    t0 = time.perf_counter()
+    pm.execute_notebook(
+        str(nb), str(out), parameters=chapter_params(nb.stem, profile, params_dir),
+        kernel_name=KERNEL_NAME, cwd=str(nb.parent), progress_bar=False, log_output=log_output,
+    )
+    return ChapterRun(nb.stem, out, time.perf_counter() - t0)
+
+
+def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[str] | None = None,
+                     notebooks_dir: Path = NOTEBOOKS_DIR, params_dir: Path = PARAMS_DIR,
+                     log_output: bool = False) -> list[ChapterRun]:
+    """Execute the chapters in order under ``profile``; the kernel sees ``DCGAN_RESULTS_DIR=out_dir``."""
+    out_dir = Path(out_dir).resolve()
+    nbs = chapter_notebooks(only, notebooks_dir)
+    if not nbs:
+        raise FileNotFoundError(f"no chapter notebooks (NN_name.ipynb) in {notebooks_dir}")
+    os.environ["DCGAN_RESULTS_DIR"] = str(out_dir)  # inherited by the papermill kernels
+    runs = []
+    for nb in nbs:
+        print(f"[dcgan book] {nb.stem} ({profile}) ...", flush=True)
+        run = execute_chapter(nb, out_dir, profile, params_dir, log_output)
+        print(f"[dcgan book] {nb.stem} done in {run.seconds:.1f} s -> {run.output}", flush=True)
+        runs.append(run)
+    return runs
+
+
+# ---------------------------------------------------------------- building the book
+
+def _toc_files(node) -> list[str]:
+    """Every ``file:`` / ``root:`` entry of a jb-book ``_toc.yml``, in order."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        for key in ("root", "file"):
+            if isinstance(node.get(key), str):
+                out.append(node[key])
+        for v in node.values():
+            if isinstance(v, (list, dict)):
+                out.extend(_toc_files(v))
+    elif isinstance(node, list):
+        for v in node:
+            out.extend(_toc_files(v))
+    return out
+
+
+def _prune_toc(node, keep: set[str]):
+    """The toc without ``file:`` entries outside ``keep`` (and without parts left empty)."""
+    if isinstance(node, list):
+        items = [_prune_toc(v, keep) for v in node]
+        return [v for v in items if v is not None]
+    if isinstance(node, dict):
+        if "file" in node and node["file"] not in keep:
+            return None
+        new = {}
+        for k, v in node.items():
+            new[k] = _prune_toc(v, keep) if isinstance(v, (list, dict)) else v
+        for k in ("chapters", "sections", "parts"):
+            if k in new and not new[k]:
+                if "file" not in new and "root" not in new:
+                    return None
+                del new[k]
+        return new
+    return node
+
+
+def stage_book(executed_dir: Path, stage: Path) -> Path:
+    """Copy the book project into ``stage``: config, bib, hand-written pages, executed chapters.
+
+    Chapters listed in ``_toc.yml`` that were not executed into ``executed_dir``
+    are left out of the staged toc (with a note), so a partial run builds.
+    """
+    import yaml
+
+    executed_dir = Path(executed_dir).resolve()
+    if stage.exists():
+        shutil.rmtree(stage)
+    (stage / "book").mkdir(parents=True)
+    for name in ("_config.yml", "references.bib"):
+        shutil.copy2(REPO_ROOT / name, stage / name)
+    generated = {".ipynb", ".json"}
+    for p in BOOK_DIR.iterdir():  # hand-written pages and their figures
+        if p.is_file() and p.suffix not in generated and p.name != "results.md":
+            shutil.copy2(p, stage / "book" / p.name)
+        elif p.is_dir() and not p.name.startswith((".", "_")):
+            shutil.copytree(p, stage / "book" / p.name)
+    for p in list(executed_dir.glob("[0-9][0-9]_*.ipynb")) + [executed_dir / "results.md"]:
+        if p.exists():
+            shutil.copy2(p, stage / "book" / p.name)
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    present = {f for f in _toc_files(toc) if any((stage / f).with_suffix(s).exists() for s in (".md", ".ipynb"))}
+    missing = [f for f in _toc_files(toc) if f not in present]
+    if missing:
+        print(f"[dcgan book] not in this build (not executed into {executed_dir}): {', '.join(missing)}")
+    listed = set(_toc_files(toc))
+    for nb in sorted((stage / "book").glob("*.ipynb")):
+        if f"book/{nb.stem}" not in listed:
+            print(f"[dcgan book] {nb.name} is not in _toc.yml: add `- file: book/{nb.stem}` to show it")
+            nb.unlink()
+    (stage / "_toc.yml").write_text(yaml.safe_dump(_prune_toc(toc, present), sort_keys=False))
+    return stage
+
+
+def build_book(executed_dir: str | Path = BOOK_DIR, output_root: str | Path | None = None) -> Path:
+    """``jupyter-book build -W -n --keep-going`` of the executed chapters; returns the html folder.
+
+    The html lands in ``<output_root>/_build/html``; ``output_root`` defaults
+    to the repository for ``book/`` and to ``executed_dir`` otherwise.
+    """
+    executed_dir = Path(executed_dir).resolve()
+    if output_root is None:
+        output_root = REPO_ROOT if executed_dir == BOOK_DIR.resolve() else executed_dir
+    output_root = Path(output_root).resolve()
+    stage = stage_book(executed_dir, output_root / "_build" / "_src")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(stage), "--path-output", str(output_root),
+           "-W", "-n", "--keep-going"]
+    print("[dcgan book] " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    html = output_root / "_build" / "html"
+    print(f"[dcgan book] built {html / 'index.html'}")
+    return html
+
+
+def run_book(profile: str = "book", only: list[str] | None = None, out_dir: str | Path | None = None,
+             build: bool = True, execute: bool = True, log_output: bool = False) -> Path:
+    """Execute the chapters (unless ``execute`` is False), write the results page, build the book."""
+    from .report import write_results_page
+
+    out_dir = Path(out_dir or BOOK_DIR).resolve()
+    t0 = time.perf_counter()
+    runs = execute_chapters(profile, out_dir, only, log_output=log_output) if execute else []
+    page = write_results_page(out_dir, out_dir / "results.md")
+    for r in runs:
+        print(f"  {r.chapter:<28} {r.seconds:8.1f} s")
+    if runs:
+        print(f"  {'all chapters':<28} {time.perf_counter() - t0:8.1f} s   results page: {page}")
+    if build:
+        build_book(out_dir)
+    return out_dir

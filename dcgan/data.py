@@ -233,6 +233,28 @@ def available_datasets() -> list[str]:
     return sorted(_LOADERS)
 
 
+def dataset_splits(name: str) -> tuple[str, ...]:
+    """The splits data set ``name`` has."""
+    if name not in _LOADERS:
+        raise KeyError(f"unknown data set {name!r}; known: {', '.join(available_datasets())}")
+    return _LOADERS[name][1]
+
+
+_PROBES = {"fashion-mnist": "fashion-mnist/train-images-idx3-ubyte.gz", "mnist-10k": "mnist-10k/digits/0.json",
+           "emoji": "emoji/google/emoji.json", "emoji-google": "emoji/google/emoji.json",
+           "emoji-twitter": "emoji/twitter/emoji.json"}
+
+
+def dataset_status(root: str | Path | None = None) -> list[dict]:
+    """For every known set: its name, where it is looked for and whether it is there."""
+    r = Path(root) if root is not None else data_root()
+    out = []
+    for name in available_datasets():
+        probe = _PROBES.get(name, name)
+        out.append({"name": name, "path": str(r / probe), "found": (r / probe).exists()})
+    return out
+
+
 def load_dataset(name: str, split: str = "train", image_size: int | None = None, root: str | Path | None = None):
     """Load data set ``name`` as a Dataset of ``(image in [-1, 1], label)``.
 
