@@ -72,6 +72,10 @@ class TrainingDiverged(FloatingPointError):
     """A loss became NaN/inf (nan_policy="raise"); the last good checkpoint is kept."""
 
 
+class SimulatedKill(RuntimeError):
+    """Raised by ``train(..., _stop_after=n)``: the tests' stand-in for a killed process."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file is unreadable, truncated or not one of ours."""
 
@@ -244,10 +248,13 @@ def _autocast(device: torch.device, precision: str):
 def _atomic_save(obj: Any, path: Path) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -442,7 +449,7 @@ def train(
     resumes from its last checkpoint in ``runs/.partial``. ``init_g``/``init_d``
     start from saved weights (pytorch/examples' ``--netG/--netD``); they are
     part of the cache key through their file hash. ``_stop_after`` (tests)
-    simulates a kill after that many steps.
+    simulates a kill after that many steps (nothing is written at that point).
     """
     root = Path(runs_root) if runs_root is not None else _default_runs_root()
     key = config_key(cfg)
@@ -472,7 +479,7 @@ def train(
             torch.use_deterministic_algorithms(was_det)
         _barrier(dist)
         if not finished:
-            raise KeyboardInterrupt(f"stopped after {_stop_after} steps (test hook); resume by calling train again")
+            raise SimulatedKill(f"stopped after {_stop_after} steps (test hook); resume by calling train again")
         if dist.main:
             os.replace(partial, final)
         _barrier(dist)
@@ -528,6 +535,12 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     os.replace(tmp, path)
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """BCE on D's logits against a constant label, in fp32 (the sigmoid of §3 lives here)."""
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
 def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, device, stop_after) -> bool:
@@ -663,12 +676,12 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
             optD.zero_grad(set_to_none=True)
             with _autocast(device, precision):
                 out_real = Dt(real, y) if cond else Dt(real)
-                loss_real = F.binary_cross_entropy_with_logits(out_real.float(), torch.ones_like(out_real, dtype=torch.float32))
+                loss_real = _bce(out_real, 1.0)
             loss_real.backward()
             with _autocast(device, precision):
                 fake = Gt(z, y) if cond else Gt(z)
                 out_fake = Dt(fake.detach(), y) if cond else Dt(fake.detach())
-                loss_fake = F.binary_cross_entropy_with_logits(out_fake.float(), torch.zeros_like(out_fake, dtype=torch.float32))
+                loss_fake = _bce(out_fake, 0.0)
             loss_fake.backward()
             loss_d = loss_real + loss_fake
             ld = float(loss_d.detach())
@@ -680,7 +693,7 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
                     D.requires_grad_(False)
                 with _autocast(device, precision):
                     out_g = Dt(fake, y) if cond else Dt(fake)
-                    loss_g = F.binary_cross_entropy_with_logits(out_g.float(), torch.ones_like(out_g, dtype=torch.float32))
+                    loss_g = _bce(out_g, 1.0)
                 loss_g.backward()
                 D.requires_grad_(True)
                 lg = float(loss_g.detach())
@@ -716,8 +729,7 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
             elif cfg.ckpt_every and step % cfg.ckpt_every == 0:
                 checkpoint()
             if stop_after is not None and step - step0 >= stop_after and step < total:
-                checkpoint()
-                bar.close()
+                bar.close()  # simulated kill: nothing more is written
                 return False
     bar.close()
     elapsed = time.perf_counter() - t0

@@ -1,0 +1,273 @@
+"""Tests for dcgan.train: caching, resume bit-identity, divergence, corrupt checkpoints, presets.
+
+Every run here trains tiny nets (16x16, width 8) on a 192-image fixture that
+the tests write in the Fashion-MNIST idx format.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from dcgan import train as T
+from dcgan.models import Discriminator, Generator, ModelConfig
+
+
+def write_fashion(root, n: int = 192, seed: int = 0) -> None:
+    """A tiny Fashion-MNIST-format data set: n 28x28 blobs with 10 labels."""
+    rng = np.random.default_rng(seed)
+    d = root / "fashion-mnist"
+    d.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:28, :28]
+    imgs = np.zeros((n, 28, 28), np.uint8)
+    for i in range(n):
+        cy, cx, r = rng.integers(8, 20), rng.integers(8, 20), rng.integers(3, 8)
+        imgs[i] = np.where((yy - cy) ** 2 + (xx - cx) ** 2 < r * r, 255, 0)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    for split in ("train", "t10k"):
+        with gzip.open(d / f"{split}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + b"".join(int(v).to_bytes(4, "big") for v in (n, 28, 28)) + imgs.tobytes())
+        with gzip.open(d / f"{split}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + labels.tobytes())
+
+
+def tiny_cfg(**kw) -> T.TrainConfig:
+    model = kw.pop("model", {})
+    m = ModelConfig(**{"image_size": 16, "channels": 1, "nz": 8, "ngf": 8, "ndf": 8, **model})
+    base = dict(dataset="fashion-mnist", image_size=16, model=m, epochs=2, batch_size=32, subset=128,
+                precision="fp32", deterministic=True, n_samples=16)
+    base.update(kw)
+    return T.TrainConfig(**base)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    write_fashion(tmp_path / "data")
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
+    return tmp_path
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_run_layout_and_cache(env, monkeypatch):
+    cfg = tiny_cfg()
+    run = T.train(cfg, progress=False)
+    assert run.dir.parent == env / "runs" and run.epochs_done == 2 and not run.diverged
+    assert len(run.metrics) == 2 * (128 // 32)
+    assert set(run.metrics[0]) >= {"step", "epoch", "loss_d", "loss_g", "d_x", "d_g_z"}
+    assert [m["step"] for m in run.metrics] == list(range(1, 9))
+    assert all(0 < m["d_x"] < 1 and 0 < m["d_g_z"] < 1 for m in run.metrics)
+    assert run.snapshot_epochs() == [1, 2]
+    assert run.sample_grid_path(1).is_file() and run.sample_grid_path(2).is_file()
+    g1, g = run.generator(1), run.generator()
+    assert isinstance(g, Generator) and not g.training and next(g.parameters()).dtype == torch.float32
+    assert not _same_state(g1.state_dict(), g.state_dict())  # epoch 2 moved on
+    d = run.discriminator()
+    assert isinstance(d, Discriminator) and not d.training
+    z, y = run.fixed_noise()
+    assert z.shape == (16, 8) and y is None
+    assert T.load_run(run.dir).config == cfg
+    assert json.loads((run.dir / "config.json").read_text())["model"]["ngf"] == 8
+    assert not (env / "runs" / ".partial" / run.dir.name).exists()
+
+    # Cache hit: the same config never reaches the training loop again.
+    def boom(*a, **k):
+        raise AssertionError("retrained a cached config")
+
+    monkeypatch.setattr(T, "_train_in", boom)
+    again = T.train(tiny_cfg(), progress=False)
+    assert again.dir == run.dir
+    with pytest.raises(AssertionError):  # a different config is a different run
+        T.train(tiny_cfg(seed=1), progress=False)
+
+
+def test_cache_key_tracks_config_and_code_version(monkeypatch):
+    a = T.config_key(tiny_cfg())
+    assert a == T.config_key(tiny_cfg())
+    assert a != T.config_key(tiny_cfg(lr=1e-4))
+    assert a != T.config_key(tiny_cfg(model={"ngf": 16}))
+    monkeypatch.setattr(T, "CODE_VERSION", T.CODE_VERSION + 1)
+    assert a != T.config_key(tiny_cfg())
+
+
+def test_two_concurrent_callers_train_once(env, monkeypatch):
+    calls = []
+    real = T._train_in
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "_train_in", counted)
+    cfg = tiny_cfg(epochs=1)
+    out: list = [None, None]
+
+    def go(i):
+        out[i] = T.train(cfg, progress=False)
+
+    ts = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(calls) == 1 and out[0].dir == out[1].dir
+
+
+def test_resume_after_kill_is_bit_identical(env):
+    cfg = tiny_cfg(ckpt_every=3)  # 8 steps; checkpoints at 3, 4 (epoch end), 6, 8
+    full = T.train(cfg, runs_root=env / "a", progress=False)
+    # Killed at step 5: the last checkpoint is step 4; steps 5.. are redone.
+    with pytest.raises(T.SimulatedKill):
+        T.train(cfg, runs_root=env / "b", progress=False, _stop_after=5)
+    partial = next((env / "b" / ".partial").iterdir())
+    assert sorted(p.name for p in (partial / "ckpt").iterdir()) == ["step_00000003.pt", "step_00000004.pt"]
+    # Killed again right after resuming (1 step), then run to the end.
+    with pytest.raises(T.SimulatedKill):
+        T.train(cfg, runs_root=env / "b", progress=False, _stop_after=1)
+    resumed = T.train(cfg, runs_root=env / "b", progress=False)
+    assert _same_state(full.generator().state_dict(), resumed.generator().state_dict())
+    assert _same_state(full.discriminator().state_dict(), resumed.discriminator().state_dict())
+    assert _same_state(full.generator(1).state_dict(), resumed.generator(1).state_dict())
+    assert full.metrics == resumed.metrics
+
+
+def test_nan_raise_keeps_last_good_checkpoint(env, monkeypatch):
+    calls = {"n": 0}
+    real = T._bce
+
+    def bad_after_5_steps(logits, target):  # 3 BCE calls per step
+        calls["n"] += 1
+        out = real(logits, target)
+        return out * float("nan") if calls["n"] > 3 * 5 else out
+
+    monkeypatch.setattr(T, "_bce", bad_after_5_steps)
+    cfg = tiny_cfg(ckpt_every=2)
+    with pytest.raises(T.TrainingDiverged, match="non-finite at step 5"):
+        T.train(cfg, progress=False)
+    ckdir = next((env / "runs" / ".partial").iterdir()) / "ckpt"
+    last = sorted(ckdir.iterdir())[-1]
+    assert last.name == "step_00000004.pt"
+    state = T.load_checkpoint(last)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+    assert not (env / "runs" / T.run_name(cfg)).exists()  # not published as a finished run
+
+
+def test_nan_stop_marks_run_diverged(env, monkeypatch):
+    calls = {"n": 0}
+    real = T._bce
+
+    def bad_after_3_steps(logits, target):
+        calls["n"] += 1
+        out = real(logits, target)
+        return out * float("inf") if calls["n"] > 3 * 3 else out
+
+    monkeypatch.setattr(T, "_bce", bad_after_3_steps)
+    run = T.train(tiny_cfg(nan_policy="stop"), progress=False)
+    assert run.diverged and run.steps == 3 and len(run.metrics) == 3 and run.epochs_done == 0
+    g = run.generator()
+    assert all(torch.isfinite(p).all() for p in g.parameters())
+    assert T.train(tiny_cfg(nan_policy="stop"), progress=False).diverged  # cached as diverged
+
+
+def test_corrupt_checkpoint_clear_error_previous_intact(env):
+    cfg = tiny_cfg(ckpt_every=2)
+    with pytest.raises(T.SimulatedKill):
+        T.train(cfg, progress=False, _stop_after=5)
+    ckdir = next((env / "runs" / ".partial").iterdir()) / "ckpt"
+    prev, last = sorted(ckdir.iterdir())
+    before = prev.read_bytes()
+    last.write_bytes(last.read_bytes()[:100])  # truncated write
+    with pytest.raises(T.CheckpointError, match="corrupt or truncated"):
+        T.train(cfg, progress=False)
+    assert prev.read_bytes() == before
+    assert T.load_checkpoint(prev)["step"] == 2
+    # Following the error's advice (delete the bad file) resumes from the previous one.
+    last.unlink()
+    run = T.train(cfg, progress=False)
+    assert run.steps == 8
+    not_ckpt = env / "x.pt"
+    torch.save({"a": torch.zeros(1)}, not_ckpt)
+    with pytest.raises(T.CheckpointError, match="not a dcgan checkpoint"):
+        T.load_checkpoint(not_ckpt)
+
+
+def test_atomic_save_leaves_previous_file_on_failure(tmp_path, monkeypatch):
+    p = tmp_path / "c.pt"
+    T.save_checkpoint(p, {"step": 1})
+
+    def failing_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError):
+        T.save_checkpoint(p, {"step": 2})
+    monkeypatch.undo()
+    assert T.load_checkpoint(p)["step"] == 1
+
+
+def test_conditional_training(env):
+    cfg = tiny_cfg(epochs=1, model={"n_classes": 10})
+    run = T.train(cfg, progress=False)
+    g = run.generator()
+    z, y = run.fixed_noise()
+    assert y is not None and y.max() == 9
+    x = g(z, y)
+    assert x.shape == (16, 1, 16, 16)
+    assert run.discriminator()(x, y).shape == (16,)
+    with pytest.raises(ValueError, match="n_classes"):
+        T.train(tiny_cfg(model={"n_classes": 7}), progress=False)
+
+
+def test_bf16_path_runs_and_bad_inputs(env):
+    if not T.cpu_supports_bf16():
+        pytest.skip("no bf16 on this CPU")
+    cfg = tiny_cfg(epochs=1, precision="bf16", deterministic=False)
+    run = T.train(cfg, progress=False)
+    assert run.info["precision"] == "bf16" and next(run.generator().parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="channel"):
+        T.train(tiny_cfg(model={"channels": 3}), progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        T.train(tiny_cfg(batch_size=256), progress=False)
+    with pytest.raises(ValueError, match="image_size"):
+        T.TrainConfig(image_size=32, model=ModelConfig(image_size=64))
+    with pytest.raises(ValueError, match="precision"):
+        tiny_cfg(precision="fp16")
+
+
+def test_resolve_precision():
+    cpu = torch.device("cpu")
+    assert T.resolve_precision(tiny_cfg(precision="auto", deterministic=True), cpu) == "fp32"
+    assert T.resolve_precision(tiny_cfg(precision="fp32", deterministic=False), cpu) == "fp32"
+    want = "bf16" if T.cpu_supports_bf16() else "fp32"
+    assert T.resolve_precision(tiny_cfg(precision="auto", deterministic=False), cpu) == want
+
+
+def test_presets():
+    for name in ("fashion-mnist-32", "emoji-64"):
+        for profile in ("smoke", "book", "paper"):
+            c = T.preset(name, profile)
+            assert c.batch_size == (64 if profile == "smoke" else 128)
+            assert (c.lr, c.beta1) == (2e-4, 0.5)
+            assert c.model.image_size == c.image_size == int(name.split("-")[-1])
+    assert T.preset("fashion-mnist-32", "smoke").subset <= 1024
+    im = T.preset("imagenet32", "paper")
+    assert im.model.d_widths() == [256, 512, 1024] and 16 * sum(im.model.d_widths()) == 28672
+    assert T.preset("lsun-64", "paper").model.g_widths()[0] == 1024  # Figure 1
+    for name in ("svhn-32", "celeba-64"):
+        assert T.preset(name, "paper").dataset in ("svhn", "celeba")
+    with pytest.raises(ValueError, match="paper"):
+        T.preset("imagenet32", "book")
+    with pytest.raises(KeyError):
+        T.preset("cifar", "book")
+    c = T.preset("emoji-64", "book")
+    assert T.TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
