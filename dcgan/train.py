@@ -295,13 +295,48 @@ def _unwrap(net: nn.Module) -> nn.Module:
 
 
 def load_generator(path: str | Path) -> Generator:
-    """A generator from a ``G.pt``/snapshot file (CPU, fp32, eval mode)."""
+    """A generator (CPU, fp32, eval mode) from ``G.pt``, a snapshot, a training checkpoint or a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "G.pt"
     state = load_checkpoint(path)
-    if state.get("format") != "dcgan-net" or state.get("kind", "G") != "G":
-        raise CheckpointError(f"{path} is not a generator file (expected G.pt or snapshots/G_epoch_*.pt)")
+    if state.get("format") == "dcgan-ckpt" and "model_config" in state:
+        sd = state["G"]
+    elif state.get("format") == "dcgan-net" and state.get("kind", "G") == "G":
+        sd = state["state_dict"]
+    else:
+        raise CheckpointError(f"{path} holds no generator (expected G.pt, snapshots/G_epoch_*.pt or ckpt/step_*.pt)")
     g = Generator(ModelConfig(**state["model_config"]))
-    g.load_state_dict(state["state_dict"])
+    g.load_state_dict(sd)
     return g.eval()
+
+
+def _init_state(path: str | Path, kind: str, net: nn.Module) -> dict:
+    """Weights to start from: our G.pt/D.pt/checkpoints, or a plain state_dict (pytorch/examples' netG.pth)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read initial {kind} weights {path} ({type(e).__name__}: {e})") from e
+    if isinstance(state, dict) and state.get("format") == "dcgan-net":
+        return state["state_dict"]
+    if isinstance(state, dict) and state.get("format") == "dcgan-ckpt":
+        return state[kind]
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return _examples_to_ours(state, kind, net.state_dict())
+    raise CheckpointError(f"{path} holds no {kind} state_dict")
+
+
+def _examples_to_ours(sd: dict, kind: str, ref: dict) -> dict:
+    """pytorch/examples' dcgan names layers ``main.N.*``; ours are already in that order, so map by position."""
+    if not any(k.startswith("main.") for k in sd):
+        return sd
+    if len(ref) != len(sd):
+        raise CheckpointError(f"the {kind} state_dict has {len(sd)} entries, ours {len(ref)}: not the same architecture")
+    out = dict(zip(ref, sd.values()))
+    bad = [k for k in ref if ref[k].shape != out[k].shape]
+    if bad:
+        raise CheckpointError(f"the {kind} state_dict does not fit this architecture (first mismatch: {bad[0]})")
+    return out
 
 
 def load_discriminator(path: str | Path) -> Discriminator:
@@ -571,9 +606,9 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
     torch.manual_seed(cfg.seed)
     G, D = build_models(cfg.model)
     if init_g:
-        G.load_state_dict(load_checkpoint(init_g)["state_dict"])
+        G.load_state_dict(_init_state(init_g, "G", G))
     if init_d:
-        D.load_state_dict(load_checkpoint(init_d)["state_dict"])
+        D.load_state_dict(_init_state(init_d, "D", D))
     mem = torch.channels_last if precision == "bf16" else torch.contiguous_format
     G.to(device, memory_format=mem)
     D.to(device, memory_format=mem)
@@ -629,6 +664,7 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
             ckpt_dir / f"step_{step:08d}.pt",
             {
                 "config_key": config_key(cfg),
+                "model_config": cfg.model.to_dict(),
                 "step": step,
                 "G": _cpu_state(G),
                 "D": _cpu_state(D),
