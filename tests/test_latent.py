@@ -1,0 +1,115 @@
+"""Tests for dcgan.latent (§6.1 interpolation, §6.3.2 vector arithmetic)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dcgan import latent as L
+from dcgan.models import Generator, ModelConfig, sample_noise
+
+
+@pytest.fixture(scope="module")
+def tiny_g():
+    torch.manual_seed(0)
+    return Generator(ModelConfig(image_size=16, channels=1, nz=8, ngf=8, ndf=8)).eval()
+
+
+def test_lerp_slerp_endpoints_and_midpoint():
+    g = torch.Generator().manual_seed(1)
+    z0, z1 = torch.randn(5, 10, generator=g), torch.randn(5, 10, generator=g)
+    for fn in (L.lerp, L.slerp):
+        assert torch.allclose(fn(z0, z1, 0.0), z0, atol=1e-6)
+        assert torch.allclose(fn(z0, z1, 1.0), z1, atol=1e-6)
+    assert torch.allclose(L.lerp(z0, z1, 0.5), (z0 + z1) / 2)
+    # slerp of equal-norm orthogonal vectors stays on the circle, at 45 degrees halfway
+    a, b = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 2.0]])
+    mid = L.slerp(a, b, 0.5)
+    assert torch.allclose(mid.norm(), torch.tensor(2.0))
+    assert torch.allclose(mid, torch.tensor([[math.sqrt(2), math.sqrt(2)]]), atol=1e-6)
+    assert L.lerp(a, b, 0.5).norm() < 2.0  # lerp cuts the corner
+    # parallel endpoints fall back to lerp instead of dividing by sin(0)
+    assert torch.allclose(L.slerp(a, 3 * a, 0.5), 2 * a)
+
+
+def test_walk_and_grid_shapes_pass_through_points():
+    pts = torch.randn(4, 6)
+    w = L.walk(pts, 5, "lerp")
+    assert w.shape == (3 * 4 + 1, 6)
+    for i in range(4):
+        assert torch.equal(w[i * 4], pts[i])
+    grid = L.interpolation_grid(pts, 5, "slerp")
+    assert grid.shape == (3, 5, 6)
+    assert torch.equal(grid[0, -1], grid[1, 0])
+    with pytest.raises(ValueError, match="mode"):
+        L.walk(pts, 5, "cubic")
+    with pytest.raises(ValueError, match="steps"):
+        L.walk(pts, 1)
+
+
+def test_arithmetic_on_known_vectors():
+    za = torch.tensor([[1.0, 0, 0], [3.0, 0, 0], [2.0, 0, 0]])  # mean (2, 0, 0)
+    zb = torch.tensor([[0.0, 1, 0], [0.0, 1, 0], [0.0, 1, 0]])  # mean (0, 1, 0)
+    zc = torch.tensor([[0.0, 0, 4], [0.0, 0, 2], [0.0, 0, 3]])  # mean (0, 0, 3)
+    assert torch.equal(L.arithmetic_vector(za, zb, zc), torch.tensor([2.0, -1, 3]))
+    xa, xb, xc = torch.full((3, 1, 2, 2), 0.5), torch.full((3, 1, 2, 2), -0.5), torch.full((3, 1, 2, 2), 0.5)
+    assert torch.equal(L.pixel_arithmetic(xa, xb, xc), torch.ones(1, 2, 2))  # 1.5 clipped to 1
+    assert L.target_concept({"s": "smile", "g": "w"}, {"s": "neutral", "g": "w"}, {"s": "neutral", "g": "m"}) == {
+        "s": "smile", "g": "m"}
+    with pytest.raises(ValueError, match="same concept"):
+        L.target_concept({"s": "a"}, {"s": "a"}, {"s": "b"})
+
+
+def _bright_test() -> L.AttributeTest:
+    """An exact test: 'bright' when the mean pixel is above 0."""
+    def proba(x):
+        p = torch.sigmoid(50 * x.flatten(1).mean(1)).numpy()
+        return np.stack([1 - p, p], 1)
+    return L.AttributeTest("tone", ["dark", "bright"], proba)
+
+
+def test_concepts_and_direction():
+    t = {"tone": _bright_test()}
+    x = torch.cat([torch.full((2, 1, 4, 4), -0.5), torch.full((3, 1, 4, 4), 0.5)])
+    assert L.shows_concept(x, {"tone": "bright"}, t).tolist() == [False, False, True, True, True]
+    with pytest.raises(KeyError, match="no such test"):
+        L.concept_scores(x, {"shape": "round"}, t)
+    with pytest.raises(ValueError, match="not 'grey'"):
+        L.concept_scores(x, {"tone": "grey"}, t)
+    z = torch.arange(10.0)[:, None].repeat(1, 3)
+    d = L.attribute_direction(z, np.arange(10.0), k=2)  # mean(9, 8) - mean(0, 1)
+    assert torch.equal(d, torch.full((3,), 8.0))
+    plain, turned = L.direction_walk(z[0], z[1], d, steps=3, strength=0.5)
+    assert torch.equal(turned[0], plain[0]) and torch.allclose(turned[-1] - plain[-1], 0.5 * d)
+
+
+def test_vector_arithmetic_scores_and_smoothness(tiny_g):
+    cfg = tiny_g.cfg
+    g = torch.Generator().manual_seed(0)
+    z = sample_noise(cfg, 64, g)
+    t = {"tone": _bright_test()}
+    r = L.vector_arithmetic(tiny_g, z, {"tone": "bright"}, {"tone": "dark"}, {"tone": "dark"}, t, trials=3)
+    assert r.target == {"tone": "bright"}
+    assert r.latent_images.shape == (3, 9, 1, 16, 16) and r.pixel_images.shape == (3, 1, 16, 16)
+    assert r.latent_hits.shape == (3, 9) and 0 <= r.latent_rate <= 1 and 0 <= r.base_rate <= 1
+    assert set(r.exemplars[0]) == {"A", "B", "C"} and r.exemplars[0]["A"].shape[0] == 3
+    s = L.smoothness(tiny_g, lambda n: sample_noise(cfg, n, g), segments=4, steps=5, features=L.pooled_pixels)
+    assert s["pixel_step"] > 0 and s["feature_random"] > 0
+    assert 0 < s["pixel_max_jump"] <= 1.0 + 1e-6 and s["even_step_ratio"] == 0.25
+
+
+def test_fit_attribute_test_learns_a_colour_and_splits_groups():
+    g = torch.Generator().manual_seed(0)
+    red = torch.rand(40, 3, 8, 8, generator=g) * 0.2 + torch.tensor([0.7, -0.8, -0.8])[:, None, None]
+    blue = torch.rand(40, 3, 8, 8, generator=g) * 0.2 + torch.tensor([-0.8, -0.8, 0.7])[:, None, None]
+    x = torch.cat([red, blue])
+    labels = ["red"] * 40 + ["blue"] * 40
+    tr, te = L.group_split(np.arange(80) // 2, 0.25)  # groups of two stay together
+    assert set(np.arange(80)[tr] // 2).isdisjoint(set(np.arange(80)[te] // 2))
+    test = L.fit_attribute_test("colour", L.colour_histogram, x[tr], [labels[i] for i in tr], x[te],
+                                [labels[i] for i in te])
+    assert test.accuracy == 1.0
+    assert test.predict(red[:3]) == ["red"] * 3
+    h = L.colour_histogram(x, bins=4)
+    assert h.shape == (80, 64) and np.allclose(h.sum(1), 1)
