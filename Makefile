@@ -1,0 +1,88 @@
+# The two commands of the README:
+#   make book   set-up, offline data, every chapter under the `book` profile, html in _build/html
+#   make test   set-up, offline data, unit tests, nbval (smoke baseline), book build check
+# Every target installs only what is missing: a second `make` costs seconds.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION ?= 3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= book
+ONLY ?=
+export DCGAN_DATA ?= $(CURDIR)/data
+# uv, when we install it with pip --user, lands here
+export PATH := $(HOME)/.local/bin:$(PATH)
+
+STAMP := $(VENV)/.dcgan-installed
+ONLY_ARG := $(if $(ONLY),--only $(ONLY),)
+
+.PHONY: help setup data book test unit nbval book-check nbval-baseline lock clean-book
+
+help:
+	@echo "make book            set up, fetch the data, execute every chapter (PROFILE=$(PROFILE)), render _build/html"
+	@echo "make test            set up, fetch the data, unit tests, nbval against tests/notebooks, book build check"
+	@echo "make setup | data | unit | nbval | book-check"
+	@echo "make nbval-baseline [ONLY=02_training]   re-execute chapters under smoke into tests/notebooks/"
+	@echo "make lock            re-resolve requirements.lock from pyproject.toml"
+
+# ---------------------------------------------------------------- environment
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v uv >/dev/null || { echo "installing uv with pip"; \
+	  python3 -m pip install --user -q uv || python3 -m pip install --user -q --break-system-packages uv; }
+	@test -x $(PY) || uv venv $(VENV) --python $(PYTHON_VERSION) --prompt dcgan
+	@# the package itself, editable and without dependencies, next to the locked ones
+	@echo "-e $(CURDIR)" > $(VENV)/dcgan-editable.txt
+	uv pip sync --python $(PY) requirements.lock $(VENV)/dcgan-editable.txt
+	@# papermill and nbval start the notebooks' `python3` kernel; it must be this venv's Python
+	$(PY) -c "import ipykernel, sys; from jupyter_client.kernelspec import KernelSpecManager as K; \
+	  s = K().get_kernel_spec('python3'); assert s.resource_dir.startswith(sys.prefix), s.resource_dir"
+	@touch $@
+
+lock:
+	uv pip compile pyproject.toml --all-extras --universal --python-version $(PYTHON_VERSION) -o requirements.lock -q --no-header
+
+# ---------------------------------------------------------------- data
+
+data:
+	python3 scripts/fetch_data.py --dest "$(DCGAN_DATA)"
+
+# ---------------------------------------------------------------- the book
+
+book: setup data
+	$(PY) -m dcgan book --profile $(PROFILE) $(ONLY_ARG)
+
+nbval-baseline: setup data
+	$(PY) -m dcgan book --profile smoke --out tests/notebooks --no-build $(ONLY_ARG)
+
+clean-book:
+	rm -rf _build book/*.ipynb book/*.results.json book/results.md
+
+# ---------------------------------------------------------------- tests
+
+test: setup data
+	@t0=$$(date +%s); $(MAKE) --no-print-directory unit; t1=$$(date +%s); \
+	$(MAKE) --no-print-directory nbval; t2=$$(date +%s); \
+	$(MAKE) --no-print-directory book-check; t3=$$(date +%s); \
+	echo "make test: unit $$((t1-t0)) s, nbval $$((t2-t1)) s, book check $$((t3-t2)) s"
+
+unit: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+# re-executes the smoke baseline; outputs and results go to a temporary folder, never book/
+nbval: setup
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	DCGAN_RESULTS_DIR="$$tmp" $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=600 tests/notebooks
+
+# builds the html from the smoke baseline in a temporary folder (book/ and _build/ are not touched)
+book-check: setup
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cp tests/notebooks/*.ipynb tests/notebooks/*.results.json "$$tmp"/ 2>/dev/null || true; \
+	$(PY) -m dcgan book --no-execute --out "$$tmp" > "$$tmp/build.log" 2>&1 || { tail -50 "$$tmp/build.log"; exit 1; }; \
+	test -f "$$tmp/_build/html/index.html"; echo "book build check passed"

@@ -1,0 +1,158 @@
+"""The book runner: profiles, notebook discovery, toc staging, and the nbval baseline being up to date."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from dcgan import book
+from dcgan.paths import REPO_ROOT
+
+BASELINE = REPO_ROOT / "tests" / "notebooks"
+CHAPTERS = book.chapter_notebooks()
+
+
+def _code_cells(nb) -> list[str]:
+    """Code cell sources, without papermill's injected-parameters cell."""
+    return [c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+def _injected(nb) -> dict:
+    cells = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    return nb.metadata.get("papermill", {}).get("parameters", {}) if cells else {}
+
+
+def test_every_chapter_has_a_baseline():
+    have = {p.name for p in BASELINE.glob("[0-9][0-9]_*.ipynb")}
+    missing = [p.name for p in CHAPTERS if p.name not in have]
+    assert not missing, f"no nbval baseline for {missing}: run `make nbval-baseline ONLY=<chapter>`"
+    stale = sorted(have - {p.name for p in CHAPTERS})
+    assert not stale, f"baseline for chapters that no longer exist: {stale}; delete them from tests/notebooks/"
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_baseline_is_up_to_date(nb_path: Path):
+    base_path = BASELINE / nb_path.name
+    if not base_path.exists():
+        pytest.skip("no baseline (reported by test_every_chapter_has_a_baseline)")
+    src, base = nbformat.read(nb_path, 4), nbformat.read(base_path, 4)
+    fix = f"run `make nbval-baseline ONLY={nb_path.stem}` and commit tests/notebooks/{nb_path.name}"
+    assert _code_cells(base) == _code_cells(src), f"{base_path} has other code than {nb_path}: {fix}"
+    assert _injected(base) == book.chapter_params(nb_path.stem, "smoke"), f"{base_path} was run with other smoke parameters than params/: {fix}"
+    errors = [o for c in base.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, f"{base_path} holds an error output: {fix}"
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_follows_conventions(nb_path: Path):
+    nb = nbformat.read(nb_path, 4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {nb_path.stem[:2]}."), \
+        "the first cell is a markdown title '# NN. Title'"
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one code cell tagged `parameters`"
+    assert 'profile = "book"' in params[0].source, "the parameters cell sets profile = \"book\""
+    assert nb.metadata.get("kernelspec", {}).get("name") == book.KERNEL_NAME
+    declared = set()
+    for line in params[0].source.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            declared.add(line.split("=", 1)[0].strip())
+    for profile in book.PROFILES:
+        unknown = set(book.chapter_params(nb_path.stem, profile)) - declared
+        assert not unknown, f"params/{nb_path.stem}.yaml[{profile}] sets {unknown}, not in the parameters cell"
+
+
+# ---------------------------------------------------------------- runner pieces
+
+def _nb(path: Path, *cells: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# 01. Test")]
+    p = nbformat.v4.new_code_cell(cells[0])
+    p.metadata["tags"] = ["parameters"]
+    nb.cells += [p] + [nbformat.v4.new_code_cell(c) for c in cells[1:]]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_chapter_notebooks_order_and_only(tmp_path):
+    for name in ("02_b", "00_a", "10_c", "notes"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    assert [p.stem for p in book.chapter_notebooks(None, tmp_path)] == ["00_a", "02_b", "10_c"]
+    assert [p.stem for p in book.chapter_notebooks(["10", "00_a"], tmp_path)] == ["00_a", "10_c"]
+    with pytest.raises(ValueError, match="no chapter notebook.*03"):
+        book.chapter_notebooks(["03"], tmp_path)
+
+
+def test_chapter_params(tmp_path):
+    (tmp_path / "01_x.yaml").write_text("smoke: {epochs: 1}\nbook: {epochs: 5}\n")
+    assert book.chapter_params("01_x", "smoke", tmp_path) == {"epochs": 1, "profile": "smoke"}
+    assert book.chapter_params("01_x", "paper", tmp_path) == {"profile": "paper"}
+    assert book.chapter_params("02_none", "book", tmp_path) == {"profile": "book"}
+    with pytest.raises(ValueError, match="unknown profile"):
+        book.chapter_params("01_x", "fast", tmp_path)
+    (tmp_path / "03_bad.yaml").write_text("smoek: {epochs: 1}\n")
+    with pytest.raises(ValueError, match="top-level keys must be profiles"):
+        book.chapter_params("03_bad", "smoke", tmp_path)
+
+
+def test_prune_toc_drops_missing_chapters_and_empty_parts():
+    toc = {"format": "jb-book", "root": "book/intro", "parts": [
+        {"caption": "A", "chapters": [{"file": "book/00_data"}, {"file": "book/01_x"}]},
+        {"caption": "B", "chapters": [{"file": "book/02_y"}]},
+    ]}
+    keep = {"book/intro", "book/00_data"}
+    assert book._toc_files(toc) == ["book/intro", "book/00_data", "book/01_x", "book/02_y"]
+    assert book._prune_toc(toc, keep) == {"format": "jb-book", "root": "book/intro",
+                                          "parts": [{"caption": "A", "chapters": [{"file": "book/00_data"}]}]}
+
+
+@pytest.mark.slow
+def test_execute_chapter_injects_profile_and_records(tmp_path, monkeypatch):
+    """papermill runs a chapter in the venv's kernel, with the profile's parameters and the results dir set."""
+    nbs, params, out = tmp_path / "nbs", tmp_path / "params", tmp_path / "out"
+    nbs.mkdir(), params.mkdir()
+    _nb(nbs / "01_t.ipynb", 'profile = "book"\nseed = 0\nn = 5',
+        "import sys, os\nfrom dcgan.book import setup_chapter\nres = setup_chapter('01_t', profile, seed)\n"
+        "res.record('n_squared', n * n, dataset='none')\nprint(sys.prefix, os.environ['DCGAN_RESULTS_DIR'])")
+    (params / "01_t.yaml").write_text("smoke: {n: 3}\nbook: {n: 4}\n")
+    monkeypatch.setenv("DCGAN_RESULTS_DIR", "/nonexistent")
+    runs = book.execute_chapters("smoke", out, notebooks_dir=nbs, params_dir=params)
+    assert [r.chapter for r in runs] == ["01_t"]
+    rec = json.loads((out / "01_t.results.json").read_text())
+    assert rec[0]["value"] == 9 and rec[0]["profile"] == "smoke"
+    text = "".join(o.get("text", "") for o in nbformat.read(out / "01_t.ipynb", 4).cells[-1].outputs)
+    import sys
+
+    prefix, results = text.strip().splitlines()[-1].split()
+    assert prefix == sys.prefix and results == str(out.resolve())
+
+
+def test_toc_and_config_are_consistent():
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    files = book._toc_files(toc)
+    assert files[0] == "book/intro" and "book/results" in files and "book/references" in files
+    assert len(files) == len(set(files)), "a page is listed twice in _toc.yml"
+    for f in files:
+        stem = f.split("/", 1)[1]
+        if stem[:2].isdigit():
+            assert (REPO_ROOT / "notebooks" / f"{stem}.ipynb").exists(), f"_toc.yml lists {f} but notebooks/{stem}.ipynb is missing"
+        elif stem != "results":
+            assert (REPO_ROOT / f"{f}.md").exists(), f"_toc.yml lists {f} but {f}.md is missing"
+    cfg = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    assert cfg["bibtex_bibfiles"] == ["references.bib"]
+
+
+def test_every_citation_is_in_the_bibliography():
+    import re
+
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (REPO_ROOT / "references.bib").read_text(), re.M))
+    cited = set()
+    for p in list((REPO_ROOT / "book").glob("*.md")) + list((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        for group in re.findall(r"\{cite(?::[pt])?\}`([^`]+)`", p.read_text()):
+            cited.update(k.strip() for k in group.split(","))
+    assert cited - keys == set(), f"cited but not in references.bib: {sorted(cited - keys)}"
