@@ -572,6 +572,23 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def _ranks_in_sync(dist: _Dist, *nets: nn.Module) -> bool:
+    """DDP sanity check: every rank ends with the same parameters (compares a float64 checksum)."""
+    if not dist.on:
+        return True
+    import torch.distributed as tdist
+
+    c = torch.stack([torch.cat([p.detach().double().flatten().cpu() for p in n.parameters()]).sum() for n in nets])
+    if torch.cuda.is_available():
+        c = c.cuda()
+    lo, hi = c.clone(), c.clone()
+    tdist.all_reduce(lo, op=tdist.ReduceOp.MIN)
+    tdist.all_reduce(hi, op=tdist.ReduceOp.MAX)
+    if not torch.equal(lo, hi):
+        raise RuntimeError(f"DDP ranks ended with different parameters (checksums {lo.tolist()} vs {hi.tolist()})")
+    return True
+
+
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     """BCE on D's logits against a constant label, in fp32 (the sigmoid of §3 lives here)."""
     logits = logits.float()
@@ -591,6 +608,8 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
         torch.use_deterministic_algorithms(True, warn_only=True)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = False
+    if cfg.sync_bn and device.type != "cuda":
+        raise ValueError("sync_bn needs GPUs (SyncBatchNorm has no CPU kernels); drop sync_bn on CPU")
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {dist.world} DDP ranks")
 
@@ -614,7 +633,7 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
     D.to(device, memory_format=mem)
     optG = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     optD = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * dist.rank)  # each DDP rank its own z
     fixed_z = sample_noise(cfg.model, cfg.n_samples, torch.Generator().manual_seed(cfg.seed + 2))
     fixed_y = torch.arange(cfg.n_samples) % cfg.model.n_classes if cfg.model.n_classes else None
 
@@ -770,6 +789,7 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
     bar.close()
     elapsed = time.perf_counter() - t0
     epochs_done = step // steps_per_epoch
+    in_sync = _ranks_in_sync(dist, G, D)
     if dist.main:
         if step % steps_per_epoch and not diverged:  # max_steps stopped mid-epoch: still keep a final grid
             g_cpu = Generator(cfg.model)
@@ -789,6 +809,7 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
             "precision": precision,
             "device": str(device),
             "world_size": dist.world,
+            "ddp_params_in_sync": in_sync,
             "torch": torch.__version__,
             "seconds_last_session": elapsed,
             "img_per_s_last_session": (step - step0) * cfg.batch_size / elapsed if elapsed > 0 else None,

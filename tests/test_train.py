@@ -271,3 +271,10 @@ def test_presets():
         T.preset("cifar", "book")
     c = T.preset("emoji-64", "book")
     assert T.TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+def test_sync_bn_needs_gpu(env):
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    with pytest.raises(ValueError, match="sync_bn needs GPUs"):
+        T.train(tiny_cfg(sync_bn=True), progress=False)
