@@ -35,6 +35,9 @@ __all__ = [
     "weights_init",
     "sample_noise",
     "build_models",
+    "count_parameters",
+    "layer_table",
+    "check_guidelines",
 ]
 
 
@@ -269,3 +272,103 @@ def sample_noise(
 
 def build_models(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
     return Generator(cfg), Discriminator(cfg)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def layer_table(net: nn.Module, *inputs: torch.Tensor) -> list[dict]:
+    """One row per leaf layer run by ``net(*inputs)``: name, layer, output shape (without N), parameters.
+
+    The rows follow execution order (what the data goes through), which is
+    how the paper's Figure 1 draws G.
+    """
+    rows: list[dict] = []
+    hooks = []
+    for name, m in net.named_modules():
+        if len(list(m.children())) == 0 and not isinstance(m, (nn.Flatten, nn.Unflatten, nn.Identity)):
+            def hook(mod, inp, out, name=name):
+                rows.append({
+                    "name": name,
+                    "layer": _describe(mod),
+                    "output": tuple(out.shape[1:]),
+                    "params": sum(p.numel() for p in mod.parameters(recurse=False)),
+                })
+            hooks.append(m.register_forward_hook(hook))
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        net.train(was)
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def _describe(m: nn.Module) -> str:
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        kind = "ConvTranspose2d" if isinstance(m, nn.ConvTranspose2d) else "Conv2d"
+        return f"{kind}({m.in_channels}->{m.out_channels}, k{m.kernel_size[0]}, s{m.stride[0]}, p{m.padding[0]})"
+    if isinstance(m, nn.BatchNorm2d):
+        return f"BatchNorm2d({m.num_features}{'' if m.affine else ', no scale/bias'})"
+    if isinstance(m, nn.LeakyReLU):
+        return f"LeakyReLU({m.negative_slope})"
+    if isinstance(m, nn.Linear):
+        return f"Linear({m.in_features}->{m.out_features})"
+    return type(m).__name__
+
+
+def _leaves(m: nn.Module) -> list[nn.Module]:
+    return [x for x in m.modules() if len(list(x.children())) == 0]
+
+
+def check_guidelines(g: Generator, d: Discriminator) -> dict[str, tuple[bool, str]]:
+    """Check the four architecture guidelines of §3 on built nets (not on the config).
+
+    Returns ``{guideline: (holds, what was found)}``; the chapter-08 ablations
+    switch individual guidelines off and this reports exactly those.
+    """
+    pools = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample)
+    g_leaves, d_leaves = _leaves(g), _leaves(d)
+    n_pool = sum(isinstance(x, pools) for x in g_leaves + d_leaves)
+    d_strided = all(
+        isinstance(b[0], nn.Conv2d) and b[0].stride == (2, 2) for b in d.blocks
+    )
+    g_up = [b[0] for b in list(g.blocks)[1:]] + [g.out[0]]  # every doubling of resolution
+    g_strided = all(isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2) for m in g_up)
+    r: dict[str, tuple[bool, str]] = {}
+    r["1 no pooling: strided conv in D, transposed conv in G"] = (
+        n_pool == 0 and d_strided and g_strided,
+        f"{n_pool} pooling/upsampling layers; D downsamples by stride-2 conv: {d_strided}; "
+        f"G upsamples by stride-2 transposed conv: {g_strided}",
+    )
+    n_fc = sum(isinstance(x, nn.Linear) for x in g_leaves + d_leaves)
+    r["2 no fully connected hidden layers"] = (
+        n_fc == 0,
+        f"{n_fc} Linear layers; G's first layer: {_describe(_leaves(g.blocks[0])[0])}; "
+        f"D's last layer: {_describe(_leaves(d.head)[0])}",
+    )
+
+    def has_bn(m: nn.Module) -> bool:
+        return any(isinstance(x, nn.modules.batchnorm._BatchNorm) for x in m.modules())
+
+    g_hidden_bn = [has_bn(b) for b in g.blocks]
+    d_bn = [has_bn(b) for b in d.blocks]
+    ok3 = all(g_hidden_bn) and not has_bn(g.out) and not d_bn[0] and all(d_bn[1:])
+    r["3 BatchNorm except G's output and D's input"] = (
+        ok3,
+        f"G hidden blocks with BN: {sum(g_hidden_bn)}/{len(g_hidden_bn)}, G output BN: {has_bn(g.out)}; "
+        f"D input block BN: {d_bn[0]}, other D blocks with BN: {sum(d_bn[1:])}/{len(d_bn) - 1}",
+    )
+    g_acts = [type(x).__name__ for x in g_leaves if isinstance(x, (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid))]
+    d_acts = [type(x).__name__ for x in d_leaves if isinstance(x, (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid))]
+    ok4 = g_acts[-1] == "Tanh" and all(a == "ReLU" for a in g_acts[:-1]) and all(a == "LeakyReLU" for a in d_acts)
+    r["4 ReLU in G (Tanh output), LeakyReLU in D"] = (
+        ok4,
+        f"G: {', '.join(g_acts)}; D: {', '.join(d_acts)} (the sigmoid is in the loss)",
+    )
+    return r
