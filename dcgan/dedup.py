@@ -1,0 +1,480 @@
+"""Semantic-hash de-duplication (paper §4.1.1), and the measurements the paper could not make.
+
+The paper removed near duplicates from LSUN bedrooms with a 3072-128-3072
+de-noising, dropout-regularised ReLU autoencoder fitted on 32x32 down-sampled
+centre crops: thresholding the 128 ReLU code units gives a 128-bit semantic
+hash, and duplicates are the images whose hashes collide (linear time).
+
+This module builds that hash and the tools to measure it:
+
+- :func:`prepare` turns uint8 images into the autoencoder's 3072-d input
+  (square centre crop, down-sample to 32x32, grayscale replicated to three
+  channels so that every data set keeps the paper's 3072 inputs);
+- :func:`fit_hasher` trains :class:`Autoencoder` on the set to de-duplicate;
+  :meth:`SemanticHasher.hash` returns codes packed to two ``uint64`` words;
+- :func:`group` / :func:`duplicate_pairs` bucket codes by exact collision
+  (``np.unique`` on the packed codes) or within a small Hamming radius by
+  multi-index hashing (pigeonhole over ``radius + 1`` byte chunks);
+- :func:`plant_near_duplicates` adds copies with known ground truth (shifts,
+  crops, noise, JPEG re-encoding, brightness), and :func:`pair_curve` counts
+  flagged and true pairs over all pairs for a precision/recall curve, for
+  the hash (Hamming radius) and for a pixel-space L2 baseline alike.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "HashConfig", "Autoencoder", "SemanticHasher", "prepare", "fit_hasher", "pack_bits", "unpack_bits",
+    "popcount", "hamming", "group", "duplicate_pairs", "pairs_from_labels", "exact_byte_groups",
+    "plant_near_duplicates", "Plants", "PLANT_KINDS", "pair_curve", "hamming_distances", "l2_distances",
+    "precision_recall",
+]
+
+INPUT_SIZE = 32  # the paper's 32x32 down-sampled centre crops -> 3 * 32 * 32 = 3072 inputs
+
+
+@dataclass
+class HashConfig:
+    """The autoencoder and its training (paper: 3072-128-3072, de-noising, dropout, ReLU)."""
+
+    code_bits: int = 128
+    input_noise: float = 0.2  # std of the Gaussian corruption of the [-1, 1] input (de-noising)
+    input_dropout: float = 0.1  # masking corruption of the input (de-noising)
+    code_dropout: float = 0.2  # dropout on the ReLU code during training (regulariser)
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    center: bool = True  # subtract the training set's mean image before encoding
+    threshold: float = 0.0  # a code bit is 1 where the ReLU activation exceeds this
+    seed: int = 0
+    precision: str = "auto"  # "auto" (bf16 autocast), "bf16" or "fp32"
+
+
+class Autoencoder(nn.Module):
+    """3072 -> 128 (ReLU code) -> 3072 with de-noising and dropout only while training."""
+
+    def __init__(self, cfg: HashConfig, in_features: int = 3 * INPUT_SIZE * INPUT_SIZE):
+        super().__init__()
+        self.cfg, self.in_features = cfg, in_features
+        self.enc = nn.Linear(in_features, cfg.code_bits)
+        self.dec = nn.Linear(cfg.code_bits, in_features)
+        # The training set's mean input, subtracted before encoding: centred inputs keep the ReLU code
+        # units from dying on the large constant backgrounds of these data sets.
+        self.register_buffer("mean", torch.zeros(in_features))
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"the autoencoder takes (N, {self.in_features}) inputs (3 x 32 x 32 centre crops), got "
+                f"{tuple(x.shape)}; pass images through dcgan.dedup.prepare() first"
+            )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        # enc(x - mean) with the mean folded into the bias: one pass over x instead of two.
+        return F.relu(F.linear(x, self.enc.weight, self.enc.bias - self.enc.weight @ self.mean))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        x = x - self.mean
+        if self.training:
+            x = F.dropout(x + self.cfg.input_noise * torch.randn_like(x), self.cfg.input_dropout)
+        h = F.dropout(F.relu(self.enc(x)), self.cfg.code_dropout, self.training)
+        return torch.tanh(self.dec(h) + self.mean)
+
+
+# ---------------------------------------------------------------- input
+
+def _as_uint8_images(images) -> torch.Tensor:
+    """(N, C, H, W) uint8 from a tensor/array or anything with ``.images`` (an ImageTensorDataset)."""
+    images = getattr(images, "images", images)
+    x = torch.as_tensor(images)
+    if x.ndim == 3:
+        raise ValueError(f"images must be a batch (N, C, H, W); got {tuple(x.shape)} (add a channel axis: x[:, None])")
+    if x.ndim != 4:
+        raise ValueError(f"images must be a batch (N, C, H, W); got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("empty data set: there is nothing to hash or de-duplicate")
+    if x.shape[1] not in (1, 3):
+        hint = " (composite RGBA onto a background and drop alpha)" if x.shape[1] == 4 else ""
+        raise ValueError(f"images must have 1 (grayscale) or 3 (RGB) channels, got {x.shape[1]}{hint}")
+    if x.dtype != torch.uint8:
+        if not x.is_floating_point():
+            raise ValueError(f"images must be uint8 in [0, 255] or float in [-1, 1], got {x.dtype}")
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x
+
+
+def prepare(images, size: int = INPUT_SIZE) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float (N, 3 * size * size) in [-1, 1]: the paper's down-sampled centre crops.
+
+    The square centre crop of side ``min(H, W)`` is down-sampled (antialiased
+    bilinear) to ``size`` x ``size``; grayscale images are replicated to three
+    channels so the input stays the paper's 3072 wide. Images smaller than
+    ``size`` are refused: the paper only ever down-samples.
+    """
+    x = _as_uint8_images(images)
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    if s < size:
+        raise ValueError(
+            f"images are {h}x{w}; the hash works on {size}x{size} down-sampled centre crops, so each side needs "
+            f">= {size} pixels (load the data set with image_size={size} or larger)"
+        )
+    top, left = (h - s) // 2, (w - s) // 2
+    out = []
+    for chunk in x.split(8192):
+        c = chunk[..., top:top + s, left:left + s].float()
+        if s != size:
+            c = F.interpolate(c, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        c = c.div_(127.5).sub_(1.0)
+        if c.shape[1] == 1:
+            c = c.expand(-1, 3, -1, -1)
+        out.append(c.reshape(len(c), -1))
+    return torch.cat(out)
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    enabled = precision != "fp32"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+# ---------------------------------------------------------------- hashing
+
+@dataclass
+class SemanticHasher:
+    """A trained autoencoder; :meth:`hash` maps images to packed 128-bit codes (N, 2) uint64."""
+
+    model: Autoencoder
+    cfg: HashConfig
+    losses: list[float]
+
+    @torch.no_grad()
+    def code(self, images, batch_size: int = 8192) -> torch.Tensor:
+        """The float ReLU code (N, 128) in fp32 (so thresholding is reproducible); uint8 images are
+        prepared chunk by chunk, so a million images never sit in memory as floats."""
+        prepared = torch.is_tensor(images) and images.ndim == 2 and images.is_floating_point()
+        x = images if prepared else _as_uint8_images(images)
+        if len(x) == 0:
+            raise ValueError("empty data set: there is nothing to hash or de-duplicate")
+        self.model.eval()
+        dev = next(self.model.parameters()).device
+        out = []
+        for b in x.split(batch_size):
+            b = b if prepared else prepare(b)
+            out.append(self.model.encode(b.to(dev)).float().cpu())
+        return torch.cat(out)
+
+    def bits(self, images) -> np.ndarray:
+        """(N, 128) bool: the ReLU code thresholded (paper: 'thresholding the ReLU activation')."""
+        return (self.code(images) > self.cfg.threshold).numpy()
+
+    def hash(self, images) -> np.ndarray:
+        """(N, 2) uint64 packed hashes."""
+        return pack_bits(self.bits(images))
+
+
+def fit_hasher(images, cfg: HashConfig | None = None, device: str | torch.device = "cpu",
+               progress: bool = False) -> SemanticHasher:
+    """Train the de-noising autoencoder on ``images`` (the set it will de-duplicate); deterministic per seed."""
+    cfg = cfg or HashConfig()
+    x = images if (torch.is_tensor(images) and images.ndim == 2 and images.is_floating_point()) else prepare(images)
+    if len(x) < 2:
+        raise ValueError(
+            f"a data set of {len(x)} image cannot have duplicates and cannot train the hash; "
+            "de-duplicate at least 2 images (or hash a single image with a hasher trained on a larger set)"
+        )
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        model = Autoencoder(cfg, x.shape[1]).to(device)
+        if cfg.center:
+            model.mean.copy_(x.mean(0))
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        g = torch.Generator().manual_seed(cfg.seed)
+        losses: list[float] = []
+        bs = min(cfg.batch_size, len(x))
+        steps = range(cfg.epochs)
+        if progress:
+            from tqdm.auto import tqdm
+            steps = tqdm(steps, desc="autoencoder epochs")
+        for _ in steps:
+            model.train()
+            perm = torch.randperm(len(x), generator=g)
+            total = 0.0
+            for i in range(0, len(x) - bs + 1, bs):  # drop the ragged last batch
+                b = x[perm[i:i + bs]].to(device)
+                with _autocast(cfg.precision, device):
+                    loss = F.mse_loss(model(b).float(), b)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(b)
+            losses.append(total / (len(x) // bs * bs))
+    model.eval()
+    return SemanticHasher(model, cfg, losses)
+
+
+# ---------------------------------------------------------------- codes
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """(N, B) bool, B <= 128 -> (N, 2) uint64 (big-endian bit order within the 16 bytes)."""
+    bits = np.asarray(bits, dtype=bool)
+    if bits.ndim != 2 or bits.shape[1] > 128:
+        raise ValueError(f"bits must be (N, <=128), got {bits.shape}")
+    by = np.packbits(bits, axis=1)
+    by = np.pad(by, ((0, 0), (0, 16 - by.shape[1])))
+    return np.ascontiguousarray(by).view(">u8").astype(np.uint64)
+
+
+def unpack_bits(codes: np.ndarray, n_bits: int = 128) -> np.ndarray:
+    by = _as_codes(codes).astype(">u8").view(np.uint8).reshape(len(codes), 16)
+    return np.unpackbits(by, axis=1)[:, :n_bits].astype(bool)
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Bits set per element of a uint64 array (numpy >= 2 has a native one)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return _POP8[np.ascontiguousarray(x).view(np.uint8).reshape(*x.shape, 8)].sum(-1, dtype=np.uint8)
+
+
+def _as_codes(codes) -> np.ndarray:
+    c = np.asarray(codes)
+    if c.ndim != 2 or c.shape[1] != 2 or c.dtype != np.uint64:
+        raise ValueError(f"codes must be packed (N, 2) uint64 hashes (see pack_bits), got {c.dtype} {c.shape}")
+    return c
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise Hamming distance of packed codes (broadcasting over leading axes)."""
+    return (popcount(a[..., 0] ^ b[..., 0]) + popcount(a[..., 1] ^ b[..., 1])).astype(np.int64)
+
+
+def _row_keys(rows: np.ndarray) -> np.ndarray:
+    """Rows of bytes viewed as one opaque key each, so ``np.unique`` compares whole rows in one sort."""
+    rows = np.ascontiguousarray(rows)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+
+
+def _exact_labels(codes: np.ndarray) -> np.ndarray:
+    return np.unique(_row_keys(codes), return_inverse=True)[1].ravel()
+
+
+def pairs_from_labels(labels: np.ndarray, max_pairs: int = 50_000_000) -> np.ndarray:
+    """All (i, j), i < j, with ``labels[i] == labels[j]``, as (P, 2) int64 (vectorised)."""
+    labels = np.asarray(labels).ravel()
+    order = np.argsort(labels, kind="stable")
+    sl = labels[order]
+    starts = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1]])
+    sizes = np.diff(np.r_[starts, len(sl)])
+    n_pairs = int((sizes * (sizes - 1) // 2).sum())
+    if n_pairs > max_pairs:
+        raise ValueError(
+            f"{n_pairs} candidate pairs (largest bucket {sizes.max()} codes): the hash is too coarse for pair "
+            "listing; use group() for bucket labels, or train the hash longer / lower the radius"
+        )
+    out = []
+    for k in np.unique(sizes[sizes > 1]):  # one vectorised pass per bucket size
+        s = starts[sizes == k]
+        i, j = np.triu_indices(k, 1)
+        a, b = order[s[:, None] + i[None]], order[s[:, None] + j[None]]
+        out.append(np.stack([np.minimum(a, b).ravel(), np.maximum(a, b).ravel()], 1))
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+def duplicate_pairs(codes: np.ndarray, radius: int = 0, max_pairs: int = 50_000_000) -> np.ndarray:
+    """Pairs (i < j) whose codes are within Hamming ``radius``, sorted.
+
+    ``radius=0`` is the paper's hash collision. For ``radius > 0`` this is
+    multi-index hashing: split the 16 code bytes into ``radius + 1`` chunks;
+    two codes within ``radius`` bits agree exactly on at least one chunk
+    (pigeonhole), so candidates come from exact chunk buckets and are then
+    verified on the full code.
+    """
+    codes = _as_codes(codes)
+    if not 0 <= radius <= 15:
+        raise ValueError(f"radius must be in 0..15 (multi-index hashing over byte chunks), got {radius}")
+    if len(codes) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    if radius == 0:
+        p = pairs_from_labels(_exact_labels(codes), max_pairs)
+    else:
+        by = np.ascontiguousarray(codes.astype(">u8")).view(np.uint8).reshape(len(codes), 16)
+        cand = [pairs_from_labels(_exact_labels(chunk), max_pairs)
+                for chunk in np.array_split(by, radius + 1, axis=1)]
+        p = np.unique(np.concatenate(cand), axis=0)
+        p = p[hamming(codes[p[:, 0]], codes[p[:, 1]]) <= radius]
+    return p[np.lexsort((p[:, 1], p[:, 0]))]
+
+
+def group(codes: np.ndarray, radius: int = 0) -> np.ndarray:
+    """Group label per code (N,): exact buckets (``np.unique``), or connected components within ``radius``.
+
+    The labels are ``0..G-1``; keep one image per label to de-duplicate.
+    """
+    codes = _as_codes(codes)
+    if radius == 0 or len(codes) < 2:
+        return _exact_labels(codes) if len(codes) else np.zeros(0, dtype=np.int64)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    # Collapse exact duplicates first: the radius search then runs on unique codes only.
+    uniq, inv = np.unique(_row_keys(codes), return_inverse=True)
+    ucodes = np.ascontiguousarray(codes)[np.unique(inv.ravel(), return_index=True)[1]]
+    p = duplicate_pairs(ucodes, radius)
+    adj = coo_matrix((np.ones(len(p), dtype=np.int8), (p[:, 0], p[:, 1])), shape=(len(ucodes),) * 2)
+    return connected_components(adj, directed=False)[1][inv.ravel()]
+
+
+def exact_byte_groups(images) -> np.ndarray:
+    """Baseline: group label per image by its exact bytes (what a file-hash de-duplicator finds)."""
+    x = _as_uint8_images(images).numpy()
+    return _exact_labels(x.reshape(len(x), -1))
+
+
+# ---------------------------------------------------------------- planted near duplicates
+
+PLANT_KINDS = ("shift", "crop", "noise", "jpeg", "brightness")
+
+
+@dataclass
+class Plants:
+    """A data set with planted near duplicates: ``truth`` is the source image's index for every row."""
+
+    images: torch.Tensor  # uint8 (N + P, C, H, W): the originals first, then the plants
+    truth: np.ndarray  # (N + P,) ground-truth group (= index of the original)
+    kind: list[str]  # "original" or the PLANT_KINDS entry that made the row
+    n_original: int
+
+
+def _shift(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    dy, dx = rng.integers(1, 3, size=2) * rng.choice([-1, 1], size=2)  # 1-2 pixels each way
+    h, w = x.shape[-2:]
+    p = 2
+    padded = F.pad(x[None].float(), (p, p, p, p), mode="replicate")[0]
+    return padded[:, p + dy:p + dy + h, p + dx:p + dx + w].to(torch.uint8)
+
+
+def _crop(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    f = rng.uniform(0.88, 0.95)
+    ch, cw = int(round(h * f)), int(round(w * f))
+    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    c = x[None, :, top:top + ch, left:left + cw].float()
+    return F.interpolate(c, size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def _noise(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    n = torch.from_numpy(rng.normal(0, 8.0, size=tuple(x.shape)).astype(np.float32))  # sigma 8 of 255
+    return (x.float() + n).round().clamp(0, 255).to(torch.uint8)
+
+
+def _jpeg(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    from PIL import Image
+
+    arr = x.permute(1, 2, 0).numpy()
+    im = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=int(rng.integers(30, 71)))
+    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(im.mode))
+    return torch.from_numpy(out.reshape(arr.shape).copy()).permute(2, 0, 1).contiguous()
+
+
+def _brightness(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    f = rng.uniform(0.8, 0.9) if rng.random() < 0.5 else rng.uniform(1.1, 1.2)
+    return (x.float() * f).round().clamp(0, 255).to(torch.uint8)
+
+
+_PLANTERS: dict[str, Callable] = dict(shift=_shift, crop=_crop, noise=_noise, jpeg=_jpeg, brightness=_brightness)
+
+
+def plant_near_duplicates(images, n_sources: int, kinds: Sequence[str] = PLANT_KINDS, seed: int = 0) -> Plants:
+    """Append one near-duplicate of each kind for ``n_sources`` randomly chosen images (seeded)."""
+    x = _as_uint8_images(images)
+    unknown = set(kinds) - set(_PLANTERS)
+    if unknown:
+        raise ValueError(f"unknown plant kinds {sorted(unknown)}; known: {', '.join(PLANT_KINDS)}")
+    if not 0 <= n_sources <= len(x):
+        raise ValueError(f"n_sources={n_sources} must be between 0 and the data set's size {len(x)}")
+    rng = np.random.default_rng(seed)
+    sources = np.sort(rng.choice(len(x), size=n_sources, replace=False))
+    new, truth, kind = [], list(range(len(x))), ["original"] * len(x)
+    for k in kinds:
+        for s in sources:
+            new.append(_PLANTERS[k](x[s], rng))
+            truth.append(int(s))
+            kind.append(k)
+    imgs = torch.cat([x, torch.stack(new)]) if new else x.clone()
+    return Plants(imgs, np.asarray(truth), kind, len(x))
+
+
+# ---------------------------------------------------------------- measuring
+
+def hamming_distances(codes: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    """Block function for :func:`pair_curve`: Hamming distances of rows [s, e) to rows [s, N)."""
+    codes = _as_codes(codes)
+    return lambda s, e: hamming(codes[s:e, None], codes[None, s:])
+
+
+def l2_distances(x: torch.Tensor) -> Callable[[int, int], np.ndarray]:
+    """Block function for :func:`pair_curve`: RMS pixel distance (in [-1, 1] units) of rows [s, e) to [s, N)."""
+    x = x.float()
+    sq = (x * x).sum(1)
+    d = x.shape[1]
+
+    def block(s: int, e: int) -> np.ndarray:
+        d2 = sq[s:e, None] + sq[None, s:] - 2 * x[s:e] @ x[s:].T
+        return (d2.clamp_min(0) / d).sqrt().numpy()
+
+    return block
+
+
+def pair_curve(dist_block: Callable[[int, int], np.ndarray], truth: np.ndarray, thresholds: Sequence[float],
+               ignore: np.ndarray | None = None, block: int = 1024) -> dict[str, np.ndarray]:
+    """Count flagged (distance <= t) and truly-duplicate pairs over ALL pairs i < j, per threshold t.
+
+    ``truth[i] == truth[j]`` marks a true pair. Pairs with equal ``ignore``
+    labels but different ``truth`` are left out of both counts (e.g. the real
+    skin-tone variants in emoji when measuring planted copies). Returns
+    ``thresholds``, ``flagged``, ``true_pos`` and ``n_true`` (the recall base).
+    """
+    truth = np.asarray(truth)
+    n, t = len(truth), np.asarray(thresholds, dtype=np.float64)
+    flagged = np.zeros(len(t) + 1, dtype=np.int64)
+    tp = np.zeros(len(t) + 1, dtype=np.int64)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        d = np.asarray(dist_block(s, e))
+        upper = np.arange(s, e)[:, None] < np.arange(s, n)[None]
+        same = truth[s:e, None] == truth[None, s:]
+        keep = upper if ignore is None else upper & ~((ignore[s:e, None] == ignore[None, s:]) & ~same)
+        bins = np.searchsorted(t, d[keep], side="left")  # first threshold >= d: flagged from there on
+        flagged += np.bincount(bins, minlength=len(t) + 1)
+        tp += np.bincount(bins[same[keep]], minlength=len(t) + 1)
+    _, sizes = np.unique(truth, return_counts=True)
+    return dict(thresholds=t, flagged=np.cumsum(flagged)[:-1], true_pos=np.cumsum(tp)[:-1],
+                n_true=int((sizes * (sizes - 1) // 2).sum()))
+
+
+def precision_recall(curve: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Precision (1 where nothing is flagged) and recall per threshold of a :func:`pair_curve`."""
+    f, tp = curve["flagged"], curve["true_pos"]
+    precision = np.where(f > 0, tp / np.maximum(f, 1), 1.0)
+    recall = tp / max(curve["n_true"], 1)
+    return precision, recall
