@@ -61,6 +61,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_generator",
+    "gan_step",
 ]
 
 # Bump when a change to the training code changes what a config trains to:
@@ -595,6 +596,69 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def gan_step(
+    G: nn.Module,
+    D: nn.Module,
+    optG: torch.optim.Optimizer,
+    optD: torch.optim.Optimizer,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    nets: tuple[nn.Module, nn.Module] | None = None,
+    freeze_d: bool = True,
+) -> dict:
+    """One DCGAN step as in pytorch/examples: D on a real and a fake batch, then G (non-saturating).
+
+    ``nets`` are the wrapped (DDP/compiled) G and D to run; ``G``/``D`` the
+    plain modules. An optimizer only steps on a finite loss, so a NaN leaves
+    the weights as they were. Returns the step's losses, D(x), D(G(z)) before
+    (``d_g_z``) and after (``d_g_z2``) D's update.
+    """
+    Gt, Dt = nets or (G, D)
+    device = torch.device(device)
+    cond = y is not None
+    # --- D step: maximise log D(x) + log(1 - D(G(z)))
+    optD.zero_grad(set_to_none=True)
+    with _autocast(device, precision):
+        out_real = Dt(real, y) if cond else Dt(real)
+        loss_real = _bce(out_real, 1.0)
+    loss_real.backward()
+    with _autocast(device, precision):
+        fake = Gt(z, y) if cond else Gt(z)
+        out_fake = Dt(fake.detach(), y) if cond else Dt(fake.detach())
+        loss_fake = _bce(out_fake, 0.0)
+    loss_fake.backward()
+    ld = float((loss_real + loss_fake).detach())
+    lg, d_g_z2 = float("nan"), float("nan")
+    if math.isfinite(ld):
+        optD.step()
+        # --- G step: maximise log D(G(z)) under the updated D
+        optG.zero_grad(set_to_none=True)
+        if freeze_d:  # D's weight grads are not needed here (DDP expects every grad: keep them there)
+            D.requires_grad_(False)
+        try:
+            with _autocast(device, precision):
+                out_g = Dt(fake, y) if cond else Dt(fake)
+                loss_g = _bce(out_g, 1.0)
+            loss_g.backward()
+        finally:
+            D.requires_grad_(True)
+        lg = float(loss_g.detach())
+        d_g_z2 = float(torch.sigmoid(out_g.detach().float()).mean())
+        if math.isfinite(lg):
+            optG.step()
+    return {
+        "loss_d": ld,
+        "loss_g": lg,
+        "d_x": float(torch.sigmoid(out_real.detach().float()).mean()),
+        "d_g_z": float(torch.sigmoid(out_fake.detach().float()).mean()),
+        "d_g_z2": d_g_z2,
+    }
+
+
 def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, device, stop_after) -> bool:
     from tqdm.auto import tqdm
 
@@ -727,33 +791,9 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
                 real = real.contiguous(memory_format=torch.channels_last)
             y = labels[idx].to(device) if cond else None
             z = sample_noise(cfg.model, per_rank, noise_gen, device)
-            # --- D step: maximise log D(x) + log(1 - D(G(z)))
-            optD.zero_grad(set_to_none=True)
-            with _autocast(device, precision):
-                out_real = Dt(real, y) if cond else Dt(real)
-                loss_real = _bce(out_real, 1.0)
-            loss_real.backward()
-            with _autocast(device, precision):
-                fake = Gt(z, y) if cond else Gt(z)
-                out_fake = Dt(fake.detach(), y) if cond else Dt(fake.detach())
-                loss_fake = _bce(out_fake, 0.0)
-            loss_fake.backward()
-            loss_d = loss_real + loss_fake
-            ld = float(loss_d.detach())
-            if math.isfinite(ld):
-                optD.step()
-                # --- G step: non-saturating loss, maximise log D(G(z)) under the updated D
-                optG.zero_grad(set_to_none=True)
-                if not dist.on:  # D's weight grads are not needed here (DDP expects every grad, keep them there)
-                    D.requires_grad_(False)
-                with _autocast(device, precision):
-                    out_g = Dt(fake, y) if cond else Dt(fake)
-                    loss_g = _bce(out_g, 1.0)
-                loss_g.backward()
-                D.requires_grad_(True)
-                lg = float(loss_g.detach())
-            else:
-                lg = float("nan")
+            st = gan_step(G, D, optG, optD, real, z, y, device=device, precision=precision, nets=(Gt, Dt),
+                          freeze_d=not dist.on)
+            ld, lg = st["loss_d"], st["loss_g"]
             if not (math.isfinite(ld) and math.isfinite(lg)):
                 if cfg.nan_policy == "raise":
                     bar.close()
@@ -764,19 +804,8 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
                     )
                 diverged = True
                 break
-            optG.step()
             step += 1
-            metrics.append(
-                {
-                    "step": step,
-                    "epoch": epoch + (b + 1) / steps_per_epoch,
-                    "loss_d": ld,
-                    "loss_g": lg,
-                    "d_x": float(torch.sigmoid(out_real.detach().float()).mean()),
-                    "d_g_z": float(torch.sigmoid(out_fake.detach().float()).mean()),
-                    "d_g_z2": float(torch.sigmoid(out_g.detach().float()).mean()),
-                }
-            )
+            metrics.append({"step": step, "epoch": epoch + (b + 1) / steps_per_epoch, **st})
             bar.update(cfg.batch_size)
             if step % steps_per_epoch == 0:
                 end_of_epoch(step // steps_per_epoch)
