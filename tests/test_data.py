@@ -211,3 +211,19 @@ def test_fixture_writer_is_deterministic(tmp_path):
     gz = "fashion-mnist/train-images-idx3-ubyte.gz"
     assert gzip.decompress((a / gz).read_bytes()) == gzip.decompress((b / gz).read_bytes())
     assert np.array_equal(loadmat(a / "svhn/train_32x32.mat")["X"], loadmat(b / "svhn/train_32x32.mat")["X"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["imagenet32", "svhn-32", "lsun-64", "celeba-64"])
+def test_paper_profile_trains_on_the_paper_formats(preset, data_dir, tmp_path):
+    """The `paper` profile's data path, at smoke scale: its presets train on fixture files in the paper's formats."""
+    from dcgan.train import preset as get_preset, train
+
+    cfg = get_preset(preset, "paper")
+    assert cfg.dataset in data.PAPER_DATASETS
+    small = cfg.replace(epochs=1, max_steps=2, subset=16, batch_size=8, precision="fp32", n_samples=4,
+                        model={"ngf": 4, "ndf": 4})
+    run = train(small, runs_root=tmp_path / "runs", progress=False)
+    assert len(run.metrics) == 2 and all(np.isfinite(m["loss_d"]) for m in run.metrics)
+    x = run.generator()(torch.zeros(2, small.model.nz))
+    assert x.shape == (2, small.model.channels, small.image_size, small.image_size)
