@@ -1,0 +1,561 @@
+"""Measured sample quality without downloads (beyond the paper; used for §4.1, §7 and §8.1).
+
+The paper shows samples but never measures them. We measure them in the
+feature space of a small classifier trained once, offline, on each data
+set's train split (:func:`domain_classifier`), the common substitute for
+Inception features when the data are not ImageNet-like:
+
+* FID (Heusel et al. 2017) and KID (Bińkowski et al. 2018) with torchmetrics,
+  the feature network passed as torchmetrics' custom ``feature`` module;
+* precision/recall (Kynkäänniemi et al. 2019) and density/coverage
+  (Naeem et al. 2020) on the same features;
+* mode-collapse measures: how many of the data set's classes the
+  classifier finds among the samples, and the entropy of that histogram.
+
+Every number has a floor: the same metric between the real test and the
+real train split (:func:`real_floor`), which is what a perfect generator
+would score with the same sample sizes. On the ``paper`` profile the
+features come from Inception-v3 (torchvision layout) when the user has its
+weights on disk (``$DCGAN_INCEPTION_WEIGHTS``), so that numbers compare with
+published FIDs; without the weights it raises a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .paths import runs_root
+
+__all__ = [
+    "DomainClassifier",
+    "ClassifierSpec",
+    "classifier_spec",
+    "domain_classifier",
+    "FeatureExtractor",
+    "feature_extractor",
+    "inception_features",
+    "extract_features",
+    "fid",
+    "kid",
+    "precision_recall",
+    "density_coverage",
+    "class_histogram",
+    "sample_images",
+    "evaluate",
+    "real_features",
+    "real_floor",
+    "fid_per_epoch",
+    "INCEPTION_ENV",
+]
+
+INCEPTION_ENV = "DCGAN_INCEPTION_WEIGHTS"
+PROFILES = ("smoke", "book", "paper")
+
+
+# ----------------------------------------------------------------- classifier
+
+class DomainClassifier(nn.Module):
+    """A small CNN: conv-BN-ReLU-maxpool stages halving the map down to 4x4, a ``feature_dim``
+    ReLU layer on the flattened map (:meth:`features`; keeps where things are, which matters for
+    clothes and digits) and a linear layer to the class logits.
+
+    Takes images in [-1, 1] of shape (N, channels, image_size, image_size).
+    """
+
+    def __init__(self, channels: int, image_size: int, n_classes: int, width: int = 16, feature_dim: int = 64):
+        super().__init__()
+        if image_size < 8 or image_size & (image_size - 1):
+            raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
+        self.channels, self.image_size, self.n_classes = channels, image_size, n_classes
+        self.num_features = feature_dim  # read by torchmetrics when this net is its `feature` module
+        layers: list[nn.Module] = []
+        cin, cout, s = channels, width, image_size
+        while s > 4:
+            layers += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True), nn.MaxPool2d(2)]
+            cin, cout, s = cout, min(cout * 2, 4 * width), s // 2
+        layers += [nn.Flatten(), nn.Linear(cin * 16, feature_dim), nn.ReLU(True)]
+        self.body = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(feature_dim, n_classes)
+
+    def _check(self, x: torch.Tensor) -> None:
+        want = (self.channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"domain classifier expects images (N, {want[0]}, {want[1]}, {want[2]}) in [-1, 1], "
+                             f"got {tuple(x.shape)}; resize the samples or build the classifier for this size")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (N, feature_dim), float32."""
+        self._check(x)
+        return self.body(x.float()).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, n_classes)."""
+        return self.fc(self.dropout(self.features(x)))
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """How the domain classifier of one data set is trained (its hash names the cache file)."""
+
+    dataset: str
+    image_size: int
+    subset: int | None  # first-N training images (None: the whole train split)
+    epochs: int
+    batch_size: int = 128
+    lr: float = 3e-3
+    width: int = 16
+    feature_dim: int = 64
+    seed: int = 0
+    version: int = 1  # bump when the architecture or training loop changes
+
+    def key(self) -> str:
+        h = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.dataset}-{self.image_size}-{h}"
+
+
+def classifier_spec(dataset: str, image_size: int, profile: str) -> ClassifierSpec:
+    """The training budget per profile: seconds under smoke, about a minute under book."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    if profile == "smoke":
+        return ClassifierSpec(dataset, image_size, subset=2560, epochs=1, batch_size=64)
+    if profile == "book":
+        return ClassifierSpec(dataset, image_size, subset=20000, epochs=1)
+    return ClassifierSpec(dataset, image_size, subset=None, epochs=5, width=32, feature_dim=128)
+
+
+def _train_split(dataset: str) -> str:
+    return "train"
+
+
+def _autocast():
+    # bf16 autocast is ~3x faster for convs on AMX CPUs and on GPUs; harmless elsewhere.
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(dev, dtype=torch.bfloat16)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _accuracy(model: DomainClassifier, ds, batch_size: int = 1000) -> float:
+    correct = 0
+    with torch.no_grad(), _autocast():
+        for i in range(0, len(ds), batch_size):
+            x = ds.as_float(slice(i, i + batch_size)).to(_device(), memory_format=torch.channels_last)
+            correct += (model(x).argmax(1).cpu() == ds.labels[i:i + batch_size]).sum().item()
+    return correct / len(ds)
+
+
+def _train_classifier(spec: ClassifierSpec, progress: bool) -> tuple[DomainClassifier, dict]:
+    from .data import load_dataset
+
+    train = load_dataset(spec.dataset, _train_split(spec.dataset), spec.image_size)
+    if train.labels is None or not train.classes:
+        raise ValueError(f"data set {spec.dataset!r} has no class labels; a domain classifier needs them")
+    if spec.subset is not None:
+        train = train.subset(torch.arange(min(spec.subset, len(train))))
+    g = torch.Generator().manual_seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    dev = _device()
+    model = DomainClassifier(train.channels, spec.image_size, len(train.classes), spec.width, spec.feature_dim)
+    model = model.to(dev, memory_format=torch.channels_last)
+    steps = spec.epochs * math.ceil(len(train) / spec.batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=steps)
+    t0, step = time.time(), 0
+    model.train()
+    for epoch in range(spec.epochs):
+        perm = torch.randperm(len(train), generator=g)
+        for i in range(0, len(train), spec.batch_size):
+            idx = perm[i:i + spec.batch_size]
+            x = train.as_float(idx).to(dev, memory_format=torch.channels_last)
+            # light augmentation (random 2-pixel shifts) so features generalise to samples
+            x = torch.roll(x, shifts=tuple(torch.randint(-2, 3, (2,), generator=g).tolist()), dims=(2, 3))
+            y = train.labels[idx].to(dev)
+            with _autocast():
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+        if progress:
+            print(f"domain classifier {spec.dataset}@{spec.image_size}: epoch {epoch + 1}/{spec.epochs} "
+                  f"loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
+    model.eval()
+    test_split = "test"
+    test = load_dataset(spec.dataset, test_split, spec.image_size)
+    info = {"spec": asdict(spec), "train_images": len(train), "test_accuracy": _accuracy(model, test),
+            "train_seconds": round(time.time() - t0, 1), "classes": list(train.classes)}
+    return model, info
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@lru_cache(maxsize=16)
+def _cached_classifier(spec: ClassifierSpec, root: str, progress: bool) -> DomainClassifier:
+    path = Path(root) / "classifiers" / f"{spec.key()}.pt"
+    if path.exists():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        info = json.loads(blob["info"])
+        model = DomainClassifier(blob["channels"], spec.image_size, len(info["classes"]), spec.width, spec.feature_dim)
+        model.load_state_dict(blob["state_dict"])
+    else:
+        model, info = _train_classifier(spec, progress)
+        model = model.cpu()
+        _atomic_save({"state_dict": model.state_dict(), "channels": model.channels, "info": json.dumps(info)}, path)
+        path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    model = model.to(_device(), memory_format=torch.channels_last).eval()
+    model.info = info  # test accuracy, training set size and time, class names
+    model.classes = info["classes"]
+    model.requires_grad_(False)
+    return model
+
+
+def domain_classifier(dataset: str, image_size: int, profile: str = "book", progress: bool = True) -> DomainClassifier:
+    """The data set's classifier, trained on its train split once and cached under ``runs/classifiers/``.
+
+    Eval mode, no gradients; ``forward(x)`` gives logits over the data set's
+    ``.classes``, ``.features(x)`` the penultimate features; ``.info`` has
+    its test accuracy. Cached per (data set, size, training budget), so
+    every chapter of one profile shares one network.
+    """
+    return _cached_classifier(classifier_spec(dataset, image_size, profile), str(runs_root()), progress)
+
+
+# ---------------------------------------------------------- feature networks
+
+class FeatureExtractor(nn.Module):
+    """Maps images in [-1, 1] (N, C, S, S) to features (N, d); the torchmetrics ``feature`` module.
+
+    ``kind`` is "domain" (a :class:`DomainClassifier`) or "inception".
+    """
+
+    def __init__(self, net: nn.Module, num_features: int, kind: str, name: str):
+        super().__init__()
+        self.net, self.num_features, self.kind, self.name = net, num_features, kind, name
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(_device(), memory_format=torch.channels_last)
+        with _autocast():
+            f = self.net.features(x) if self.kind == "domain" else self.net(x)
+        return f.float().cpu()
+
+
+class _InceptionFeatures(nn.Module):
+    """torchvision Inception-v3 pool features (2048-d) of images in [-1, 1], resized to 299."""
+
+    def __init__(self, weights: Path):
+        super().__init__()
+        from torchvision.models import inception_v3
+
+        net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        try:
+            net.load_state_dict(state)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"{weights} is not a torchvision Inception-v3 state_dict ({e}); save one with "
+                             "`torch.save(torchvision.models.inception_v3(weights='IMAGENET1K_V1').state_dict(), path)`") from e
+        net.fc = nn.Identity()
+        self.net = net.eval()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", antialias=True, align_corners=False)
+        x = ((x + 1) / 2 - self.mean) / self.std
+        return self.net(x)
+
+
+def inception_features(weights: str | Path | None = None) -> FeatureExtractor:
+    """Inception-v3 features from weights on disk (argument or ``$DCGAN_INCEPTION_WEIGHTS``)."""
+    path = weights or os.environ.get(INCEPTION_ENV)
+    if not path or not Path(path).expanduser().is_file():
+        raise FileNotFoundError(
+            f"the paper profile measures FID with Inception-v3 features, but no weights were found "
+            f"(looked at {path or f'${INCEPTION_ENV} (unset)'}). On a machine with internet run "
+            "`python -c \"import torch, torchvision; torch.save(torchvision.models.inception_v3("
+            "weights='IMAGENET1K_V1').state_dict(), 'inception_v3.pt')\"`, copy the file here and "
+            f"set {INCEPTION_ENV}=/path/to/inception_v3.pt (or pass features='domain' to use the "
+            "offline domain classifier instead)")
+    net = _InceptionFeatures(Path(path).expanduser()).to(_device(), memory_format=torch.channels_last)
+    net.requires_grad_(False)
+    return FeatureExtractor(net, 2048, "inception", "inception-v3")
+
+
+def feature_extractor(dataset: str, image_size: int, profile: str = "book", features: str | None = None,
+                      inception_weights: str | Path | None = None) -> FeatureExtractor:
+    # one object per setting, so that the in-memory cache of real features finds it again
+    key = (dataset, image_size, profile, features, str(inception_weights), os.environ.get(INCEPTION_ENV),
+           str(runs_root()))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = _feature_extractor(dataset, image_size, profile, features, inception_weights)
+    return _EXTRACTORS[key]
+
+
+_EXTRACTORS: dict[tuple, FeatureExtractor] = {}
+
+
+def _feature_extractor(dataset: str, image_size: int, profile: str, features: str | None,
+                       inception_weights: str | Path | None) -> FeatureExtractor:
+    """The feature network behind every metric: the domain classifier, or Inception on ``paper``.
+
+    ``features`` forces "domain" or "inception"; by default the ``paper``
+    profile uses Inception (weights required) and the others the domain
+    classifier.
+    """
+    features = features or ("inception" if profile == "paper" else "domain")
+    if features == "inception":
+        return inception_features(inception_weights)
+    if features != "domain":
+        raise ValueError(f"features must be 'domain' or 'inception', got {features!r}")
+    clf = domain_classifier(dataset, image_size, profile)
+    return FeatureExtractor(clf, clf.num_features, "domain", f"{dataset}@{image_size} classifier")
+
+
+def extract_features(fx: nn.Module, images, batch_size: int = 500) -> torch.Tensor:
+    """Features (N, d) of a float image tensor in [-1, 1] or of an ``ImageTensorDataset``."""
+    n = len(images)
+    out = []
+    for i in range(0, n, batch_size):
+        x = images.as_float(slice(i, i + batch_size)) if hasattr(images, "as_float") else images[i:i + batch_size]
+        out.append(fx(x).float())
+    return torch.cat(out)
+
+
+# -------------------------------------------------------------------- metrics
+
+class _Identity(nn.Module):
+    """Passes pre-computed features through torchmetrics (which then only does the statistics)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.num_features = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _check_pair(real: torch.Tensor, fake: torch.Tensor) -> None:
+    if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"expected two feature matrices (N, d) with the same d, got {tuple(real.shape)} and "
+                         f"{tuple(fake.shape)}; pass images together with `extractor=`")
+    if len(real) < 2 or len(fake) < 2:
+        raise ValueError("FID/KID need at least 2 samples on each side")
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor, extractor: nn.Module | None = None) -> float:
+    """Fréchet distance between two feature sets (or image sets, with ``extractor``), torchmetrics' FID."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if extractor is not None:
+        m = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
+        for src, is_real in ((real, True), (fake, False)):
+            for i in range(0, len(src), 500):
+                m.update(src[i:i + 500], real=is_real)
+        return float(m.compute())
+    _check_pair(real, fake)
+    m = FrechetInceptionDistance(feature=_Identity(real.shape[1]))
+    m.update(real.double(), real=True)
+    m.update(fake.double(), real=False)
+    return max(float(m.compute()), 0.0)  # tiny negative values are round-off of sqrtm
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance (mean, std over subsets) of two feature sets, torchmetrics' KID.
+
+    ``subset_size`` is capped at the smaller set; subsets are drawn with a
+    fixed seed so that the number is reproducible.
+    """
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    _check_pair(real, fake)
+    size = min(subset_size, len(real), len(fake))
+    m = KernelInceptionDistance(feature=_Identity(real.shape[1]), subsets=subsets, subset_size=size)
+    m.update(real.double(), real=True)
+    m.update(fake.double(), real=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mean, std = m.compute()
+    return float(mean), float(std)
+
+
+def _kth_radius(x: torch.Tensor, k: int) -> torch.Tensor:
+    d = torch.cdist(x, x)
+    return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls in feature space.
+
+    Precision: share of fakes inside some real sample's k-NN ball;
+    recall: share of reals inside some fake sample's k-NN ball.
+    """
+    _check_pair(real, fake)
+    real, fake = real.double(), fake.double()
+    r_real, r_fake = _kth_radius(real, k), _kth_radius(fake, k)
+    d = torch.cdist(fake, real)  # (n_fake, n_real)
+    precision = (d <= r_real[None, :]).any(1).double().mean()
+    recall = (d.t() <= r_fake[None, :]).any(1).double().mean()
+    return float(precision), float(recall)
+
+
+def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020): robust to outliers, unlike precision/recall.
+
+    Density: mean number of real k-NN balls containing a fake, divided by k
+    (about 1 for matching distributions); coverage: share of reals whose
+    k-NN ball contains at least one fake.
+    """
+    _check_pair(real, fake)
+    real, fake = real.double(), fake.double()
+    r_real = _kth_radius(real, k)
+    inside = torch.cdist(fake, real) <= r_real[None, :]
+    density = inside.double().sum() / (k * len(fake))
+    coverage = inside.any(0).double().mean()
+    return float(density), float(coverage)
+
+
+def class_histogram(logits: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
+    """Share of samples the classifier assigns to each class."""
+    n_classes = n_classes or logits.shape[1]
+    return torch.bincount(logits.argmax(1), minlength=n_classes).double() / len(logits)
+
+
+# ------------------------------------------------------------------ sampling
+
+@torch.no_grad()
+def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 500,
+                  labels: torch.Tensor | None = None) -> torch.Tensor:
+    """n images from generator ``G`` (fixed seed), in [-1, 1] on the CPU.
+
+    A label-conditional G (``cfg.n_classes > 0``) gets ``labels`` or, by
+    default, the classes in turn (balanced).
+    """
+    from .models import sample_noise
+
+    cfg = G.cfg
+    gen = torch.Generator().manual_seed(seed)
+    z = sample_noise(cfg, n, gen)
+    if cfg.n_classes:
+        labels = torch.arange(n) % cfg.n_classes if labels is None else torch.as_tensor(labels)
+        if len(labels) != n:
+            raise ValueError(f"got {len(labels)} labels for {n} samples")
+    elif labels is not None:
+        raise ValueError("labels were given for an unconditional generator")
+    was_training = G.training
+    G.eval()
+    dev = next(G.parameters()).device
+    out = []
+    for i in range(0, n, batch_size):
+        y = None if labels is None else labels[i:i + batch_size].to(dev)
+        out.append(G(z[i:i + batch_size].to(dev), y).float().cpu())
+    G.train(was_training)
+    return torch.cat(out).clamp_(-1, 1)
+
+
+# --------------------------------------------------------------- evaluation
+
+@lru_cache(maxsize=32)
+def _real_features(fx: FeatureExtractor, dataset: str, image_size: int, split: str, n: int | None) -> torch.Tensor:
+    from .data import load_dataset
+
+    ds = load_dataset(dataset, split, image_size)
+    if n is not None and n < len(ds):
+        ds = ds.subset(torch.randperm(len(ds), generator=torch.Generator().manual_seed(1))[:n])
+    return extract_features(fx, ds)
+
+
+def real_features(fx: FeatureExtractor, dataset: str, image_size: int, split: str = "test",
+                  n: int | None = None) -> torch.Tensor:
+    """Features of ``n`` (a fixed random subset; all when None) real images of ``split``, cached in memory."""
+    return _real_features(fx, dataset, image_size, split, n)
+
+
+def _metrics(real_f: torch.Tensor, fake_f: torch.Tensor, kid_subset: int) -> dict:
+    kid_mean, kid_std = kid(real_f, fake_f, subset_size=kid_subset)
+    p, r = precision_recall(real_f, fake_f)
+    d, c = density_coverage(real_f, fake_f)
+    return {"fid": fid(real_f, fake_f), "kid": kid_mean, "kid_std": kid_std,
+            "precision": p, "recall": r, "density": d, "coverage": c}
+
+
+def _class_stats(logits: torch.Tensor, min_share: float) -> dict:
+    h = class_histogram(logits)
+    nz = h[h > 0]
+    return {"classes_found": int((h >= min_share).sum()),
+            "class_entropy": float(-(nz * nz.log()).sum() / math.log(len(h)))}  # 1 = uniform over classes
+
+
+def evaluate(images: torch.Tensor, dataset: str, image_size: int, profile: str = "book", n_real: int | None = 2000,
+             features: str | None = None, min_share: float = 0.02, kid_subset: int = 1000) -> dict:
+    """Every sample-quality metric of ``images`` (float, [-1, 1]) against the real test split.
+
+    Returns fid, kid, kid_std, precision, recall, density, coverage and,
+    with the domain classifier, classes_found (classes receiving at least
+    ``min_share`` of the samples) and class_entropy (1 = all classes equally
+    often). Compare with :func:`real_floor` at the same sample sizes.
+    """
+    fx = feature_extractor(dataset, image_size, profile, features)
+    real_f = real_features(fx, dataset, image_size, "test", n_real)
+    fake_f = extract_features(fx, images)
+    out = _metrics(real_f, fake_f, kid_subset)
+    if fx.kind == "domain":
+        clf = fx.net
+        with torch.no_grad(), _autocast():
+            logits = torch.cat([clf(images[i:i + 500].to(_device(), memory_format=torch.channels_last)).float().cpu()
+                                for i in range(0, len(images), 500)])
+        out.update(_class_stats(logits, min_share))
+    out.update(n_fake=len(images), n_real=len(real_f), features=fx.name)
+    return out
+
+
+def real_floor(dataset: str, image_size: int, profile: str = "book", n_fake: int = 2000, n_real: int | None = 2000,
+               features: str | None = None, min_share: float = 0.02, kid_subset: int = 1000) -> dict:
+    """The same metrics with ``n_fake`` real *train* images in place of samples: the best a generator can score."""
+    from .data import load_dataset
+
+    train = load_dataset(dataset, "train", image_size)
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(2))[:n_fake]
+    return evaluate(train.as_float(idx), dataset, image_size, profile, n_real, features, min_share, kid_subset)
+
+
+def fid_per_epoch(run, n: int = 1000, profile: str = "book", n_real: int | None = 2000, seed: int = 0,
+                  features: str | None = None) -> list[dict]:
+    """FID (and KID) of every per-epoch generator snapshot of a ``dcgan.train.Run``.
+
+    Returns ``[{"epoch": k, "fid": ..., "kid": ...}, ...]`` for k = 1 ..
+    ``run.epochs_done``; samples use the same noise at every epoch.
+    """
+    cfg = run.config
+    fx = feature_extractor(cfg.dataset, cfg.image_size, profile, features)
+    real_f = real_features(fx, cfg.dataset, cfg.image_size, "test", n_real)
+    out = []
+    for epoch in range(1, int(run.epochs_done) + 1):
+        fake_f = extract_features(fx, sample_images(run.generator(epoch=epoch), n, seed))
+        out.append({"epoch": epoch, "fid": fid(real_f, fake_f), "kid": kid(real_f, fake_f)[0]})
+    return out

