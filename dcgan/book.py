@@ -122,6 +122,10 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
     if not nbs:
         raise FileNotFoundError(f"no chapter notebooks (NN_name.ipynb) in {notebooks_dir}")
     os.environ["DCGAN_RESULTS_DIR"] = str(out_dir)  # inherited by the papermill kernels
+    # The `python3` kernel must be this environment's Python, even if the user registered another one.
+    venv_kernels = str(Path(sys.prefix) / "share" / "jupyter")
+    if venv_kernels not in os.environ.get("JUPYTER_PATH", "").split(os.pathsep):
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (venv_kernels, os.environ.get("JUPYTER_PATH")) if p)
     runs = []
     for nb in nbs:
         print(f"[dcgan book] {nb.stem} ({profile}) ...", flush=True)

