@@ -22,22 +22,6 @@ import torch
 from dcgan import dedup
 
 
-def synthetic_codes(n: int, seed: int = 0, dup_fraction: float = 0.3) -> np.ndarray:
-    """``n`` packed codes: distinct random codes, ``dup_fraction`` of them copies with 0-2 bits flipped."""
-    rng = np.random.default_rng(seed)
-    n_dup = int(n * dup_fraction)
-    base = rng.integers(0, 2**63, size=(n - n_dup, 2), dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, size=(n - n_dup, 2), dtype=np.uint64)
-    src = rng.integers(0, len(base), size=n_dup)
-    copies = base[src].copy()
-    for _ in range(2):  # up to two random bit flips per copy (a flip may be a no-op: bit 0 of word 0 is xor 0)
-        word = rng.integers(0, 2, size=n_dup)
-        bit = rng.integers(0, 64, size=n_dup).astype(np.uint64)
-        flip = np.left_shift(np.uint64(1), bit) * rng.integers(0, 2, size=n_dup).astype(np.uint64)
-        copies[np.arange(n_dup), word] ^= flip
-    codes = np.concatenate([base, copies])
-    return codes[rng.permutation(n)]
-
-
 def timed(fn, *args, **kw):
     t = time.perf_counter()
     out = fn(*args, **kw)
@@ -59,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     _, t_enc = timed(hasher.hash, images)
     print(f"encoding : {args.n_images:>9,d} images -> 128-bit codes in {t_enc:6.2f} s = {args.n_images / t_enc:12,.0f} codes/s")
 
-    codes = synthetic_codes(args.n_codes, args.seed)
+    codes = dedup.synthetic_codes(args.n_codes, args.seed)
     for r in range(args.radius + 1):
         labels, t = timed(dedup.group, codes, r)
         n_groups = int(labels.max()) + 1

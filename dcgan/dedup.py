@@ -36,7 +36,8 @@ __all__ = [
     "HashConfig", "Autoencoder", "SemanticHasher", "prepare", "fit_hasher", "pack_bits", "unpack_bits",
     "popcount", "hamming", "group", "duplicate_pairs", "pairs_from_labels", "exact_byte_groups",
     "plant_near_duplicates", "Plants", "PLANT_KINDS", "pair_curve", "hamming_distances", "l2_distances",
-    "precision_recall",
+    "precision_recall", "synthetic_codes", "pick_threshold", "flagged_precision", "PlantStudy", "plant_study", "variant_pairs",
+    "pair_grid",
 ]
 
 INPUT_SIZE = 32  # the paper's 32x32 down-sampled centre crops -> 3 * 32 * 32 = 3072 inputs
@@ -424,6 +425,20 @@ def plant_near_duplicates(images, n_sources: int, kinds: Sequence[str] = PLANT_K
     return Plants(imgs, np.asarray(truth), kind, len(x))
 
 
+def synthetic_codes(n: int, seed: int = 0, dup_fraction: float = 0.3) -> np.ndarray:
+    """``n`` packed codes for timing: distinct random codes plus ``dup_fraction`` copies with 0-2 bits flipped."""
+    rng = np.random.default_rng(seed)
+    n_dup = int(n * dup_fraction)
+    base = rng.integers(0, 256, size=(n - n_dup, 16), dtype=np.uint8).view(np.uint64)
+    copies = base[rng.integers(0, len(base), size=n_dup)].copy()
+    rows = np.arange(n_dup)
+    for _ in range(2):  # each flip happens with probability 1/2
+        bit = rng.integers(0, 64, size=n_dup).astype(np.uint64)
+        flip = np.left_shift(np.uint64(1), bit) * rng.integers(0, 2, size=n_dup).astype(np.uint64)
+        copies[rows, rng.integers(0, 2, size=n_dup)] ^= flip
+    return np.concatenate([base, copies])[rng.permutation(n)]
+
+
 # ---------------------------------------------------------------- measuring
 
 def hamming_distances(codes: np.ndarray) -> Callable[[int, int], np.ndarray]:
@@ -478,3 +493,120 @@ def precision_recall(curve: dict) -> tuple[np.ndarray, np.ndarray]:
     precision = np.where(f > 0, tp / np.maximum(f, 1), 1.0)
     recall = tp / max(curve["n_true"], 1)
     return precision, recall
+
+
+# ---------------------------------------------------------------- the chapter's measurements
+
+def pick_threshold(curve: dict, target_precision: float) -> tuple[float, int]:
+    """The largest threshold whose precision is >= ``target_precision`` (and its index); the smallest if none is."""
+    p, _ = precision_recall(curve)
+    ok = np.flatnonzero((p >= target_precision) & (curve["flagged"] > 0))
+    k = int(ok.max()) if len(ok) else 0
+    return float(curve["thresholds"][k]), k
+
+
+def flagged_precision(pairs: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -> dict:
+    """Counts for an explicit list of flagged pairs: flagged, true_pos, n_true, precision, recall."""
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    same = truth[pairs[:, 0]] == truth[pairs[:, 1]]
+    if ignore is not None:
+        keep = same | (ignore[pairs[:, 0]] != ignore[pairs[:, 1]])
+        pairs, same = pairs[keep], same[keep]
+    _, sizes = np.unique(truth, return_counts=True)
+    n_true = int((sizes * (sizes - 1) // 2).sum())
+    f, tp = len(pairs), int(same.sum())
+    return dict(flagged=f, true_pos=tp, n_true=n_true, precision=tp / f if f else 1.0, recall=tp / max(n_true, 1))
+
+
+@dataclass
+class PlantStudy:
+    """Everything measured on one data set with planted near duplicates."""
+
+    plants: Plants
+    hasher: SemanticHasher
+    inputs: torch.Tensor  # prepared (N, 3072) inputs
+    codes: np.ndarray  # packed hashes
+    ignore: np.ndarray | None
+    hash_curve: dict  # over Hamming radii
+    l2_curve: dict  # over RMS pixel distances
+    exact: dict  # exact-byte hashing: flagged_precision(...)
+    plant_hamming: np.ndarray  # Hamming distance of every plant to its source
+    plant_l2: np.ndarray  # RMS pixel distance of every plant to its source
+    plant_exact: np.ndarray  # whether every plant is byte-identical to its source
+
+    def per_kind_recall(self, radius: int, l2_threshold: float) -> dict[str, dict[str, float]]:
+        """Share of (source, plant) pairs each method flags, per plant kind."""
+        kinds = np.asarray(self.plants.kind[self.plants.n_original:])
+        out = {}
+        for k in dict.fromkeys(kinds):
+            m = kinds == k
+            out[k] = dict(hash=float((self.plant_hamming[m] <= radius).mean()),
+                          l2=float((self.plant_l2[m] <= l2_threshold).mean()),
+                          exact_bytes=float(self.plant_exact[m].mean()))
+        return out
+
+
+def plant_study(images, n_sources: int, cfg: HashConfig, radii: Sequence[int], l2_thresholds: Sequence[float],
+                ignore: np.ndarray | None = None, seed: int = 0, progress: bool = False) -> PlantStudy:
+    """Plant near duplicates into ``images``, train the hash on the result, and measure hash and baselines.
+
+    ``ignore`` (per original image, e.g. the emoji ``base``) marks real near-duplicate families: pairs inside
+    one family that are not planted copies count neither as hits nor as false positives.
+    """
+    plants = plant_near_duplicates(images, n_sources, seed=seed)
+    n = plants.n_original
+    ign = None if ignore is None else np.asarray(ignore)[plants.truth]
+    x = prepare(plants.images)
+    hasher = fit_hasher(x, cfg, progress=progress)
+    codes = hasher.hash(x)
+    hash_curve = pair_curve(hamming_distances(codes), plants.truth, radii, ignore=ign)
+    l2_curve = pair_curve(l2_distances(x), plants.truth, l2_thresholds, ignore=ign)
+    exact = flagged_precision(pairs_from_labels(exact_byte_groups(plants.images)), plants.truth, ign)
+    src = plants.truth[n:]
+    return PlantStudy(
+        plants, hasher, x, codes, ign, hash_curve, l2_curve, exact,
+        plant_hamming=hamming(codes[n:], codes[src]),
+        plant_l2=((x[n:] - x[src]) ** 2).mean(1).sqrt().numpy(),
+        plant_exact=(plants.images[n:] == plants.images[src]).flatten(1).all(1).numpy(),
+    )
+
+
+def variant_pairs(attributes: dict[str, list]) -> dict[str, np.ndarray]:
+    """The real near duplicates in emoji, as (P, 2) index pairs.
+
+    ``skin_tone``: same ``base`` emoji and vendor, different skin tone;
+    ``vendor``: same ``base`` and skin tone, drawn by different vendors.
+    """
+    base, tone, vendor = (np.asarray(attributes[k]) for k in ("base", "skin_tone", "vendor"))
+    p = pairs_from_labels(np.unique(base, return_inverse=True)[1])
+    i, j = p[:, 0], p[:, 1]
+    return dict(skin_tone=p[(vendor[i] == vendor[j]) & (tone[i] != tone[j])],
+                vendor=p[(vendor[i] != vendor[j]) & (tone[i] == tone[j])])
+
+
+def pair_grid(images, pairs: np.ndarray, correct: np.ndarray | None = None, border: int = 2) -> torch.Tensor:
+    """A (3, H, W) float image: one column per pair (top: first image, bottom: second).
+
+    With ``correct``, each pair is framed green (a true duplicate) or red (a false positive).
+    """
+    from torchvision.utils import make_grid
+
+    x = _as_uint8_images(images)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    if len(pairs) == 0:
+        raise ValueError("no pairs to show")
+    top, bottom = x[pairs[:, 0]].float() / 255, x[pairs[:, 1]].float() / 255
+    tiles = torch.stack([top, bottom], 1).flatten(0, 1)  # pair k -> tiles 2k, 2k+1
+    if correct is not None:
+        colour = torch.tensor([[0.85, 0.1, 0.1], [0.1, 0.7, 0.2]])[np.repeat(np.asarray(correct, dtype=int), 2)]
+        tiles = F.pad(tiles, (border,) * 4)
+        tiles[:, :, :border], tiles[:, :, -border:] = 0, 0
+        tiles[:, :, :, :border], tiles[:, :, :, -border:] = 0, 0
+        frame = torch.ones_like(tiles[:, :1])
+        frame[..., border:-border, border:-border] = 0
+        tiles = tiles * (1 - frame) + frame * colour[:, :, None, None]
+    # make_grid fills rows first: lay the pairs out as 2 rows x len(pairs) columns.
+    rows = torch.cat([tiles[0::2], tiles[1::2]])
+    return make_grid(rows, nrow=len(pairs), padding=2, pad_value=1.0)
