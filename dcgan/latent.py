@@ -161,7 +161,9 @@ def smoothness(
     * ``{space}_step_ratio``: their ratio (1/(steps-1) if change were spread
       evenly along a straight path; ~1 if G jumped between memorised images);
     * ``{space}_max_jump``: mean over walks of the largest step divided by the
-      walk's endpoint distance: 1/(steps-1) for an even change, ~1 for a cut.
+      walk's endpoint distance: 1/(steps-1) for an even change, ~1 for a cut;
+    * ``{space}_cut_rate``: share of walks whose largest step carries more
+      than half of the walk's endpoint distance.
     """
     z0, z1 = nz_sampler(segments), nz_sampler(segments)
     t = torch.linspace(0, 1, steps)
@@ -183,7 +185,9 @@ def smoothness(
         out[f"{name}_step"] = float(step.mean())
         out[f"{name}_random"] = float(rnd)
         out[f"{name}_step_ratio"] = float(step.mean() / rnd)
-        out[f"{name}_max_jump"] = float((step.max(1).values / ends).mean())
+        jump = step.max(1).values / ends
+        out[f"{name}_max_jump"] = float(jump.mean())
+        out[f"{name}_cut_rate"] = float((jump > 0.5).float().mean())
     out["even_step_ratio"] = 1.0 / (steps - 1)
     return out
 
@@ -232,7 +236,7 @@ def concat_features(*fns: Featurizer) -> Featurizer:
     return lambda x: np.concatenate([np.asarray(f(x), dtype=np.float32) for f in fns], 1)
 
 
-def classifier_features(net: nn.Module, batch_size: int = 256) -> Featurizer:
+def classifier_features(net: nn.Module, batch_size: int = 256, bf16: bool = True) -> Featurizer:
     """``net.features`` (a domain classifier's penultimate layer) as a numpy featurizer."""
     if not hasattr(net, "features"):
         raise TypeError("classifier_features needs a network with a .features(x) method (dcgan.metrics.domain_classifier)")
@@ -240,7 +244,9 @@ def classifier_features(net: nn.Module, batch_size: int = 256) -> Featurizer:
     @torch.no_grad()
     def f(x: torch.Tensor) -> np.ndarray:
         net.eval()
-        return torch.cat([net.features(c.float()).float() for c in x.split(batch_size)]).numpy()
+        # bf16 autocast: ~3x faster convolutions on CPUs with AMX/AVX-512 bf16, harmless elsewhere
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return torch.cat([net.features(c.float()).float() for c in x.split(batch_size)]).numpy()
 
     return f
 
