@@ -40,6 +40,7 @@ __all__ = [
     "map_correlation",
     "saliency_image",
     "hue_mask",
+    "brightness_mask",
     "block_features",
     "drop_maps",
     "RegionClassifier",
@@ -228,6 +229,14 @@ def hue_mask(images: torch.Tensor, hue: tuple[float, float], min_sat: float = 0.
     lo, hi = hue
     inside = (h >= lo) & (h <= hi) if lo <= hi else (h >= lo) | (h <= hi)
     return inside & (hsv[..., 1] >= min_sat) & (hsv[..., 2] >= min_val)
+
+
+def brightness_mask(images: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Pixels whose mean over channels (in [-1, 1]) exceeds ``threshold``: (N, H, W) bool.
+
+    A region for generators whose samples have no saturated colour (a barely trained G).
+    """
+    return images.float().mean(1) > threshold
 
 
 @torch.no_grad()
