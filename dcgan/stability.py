@@ -1,0 +1,244 @@
+"""Stability ablations: does each §3/§4 guideline make training more stable? (§3, §4, §7; chapter 08)
+
+The paper's central claim ("a family of architectures that result in
+stable training") is never measured in it. Here the DCGAN and variants that
+each break one guideline are trained over several seeds with the same
+budget, and every run is scored with :mod:`dcgan.metrics`: FID/KID over
+training snapshots, mode collapse (how many classes the domain classifier
+finds in the samples), divergence (a non-finite loss ends the run:
+``nan_policy="stop"``) and oscillation (FID rising between snapshots).
+:func:`filter_collapse` probes §7's remark that long training collapses a
+subset of filters to a single mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from . import metrics as M
+from .models import ModelConfig, sample_noise
+from .train import Run, TrainConfig, train
+
+__all__ = [
+    "VARIANTS",
+    "AblationConfig",
+    "ablation_config",
+    "variant_config",
+    "train_variants",
+    "fid_curve",
+    "count_rises",
+    "filter_variance",
+    "filter_collapse",
+    "evaluate_run",
+    "summarize",
+    "markdown_table",
+]
+
+# name -> (what changes, the guideline it breaks, TrainConfig overrides; "model" holds ModelConfig fields)
+VARIANTS: dict[str, tuple[str, str, dict]] = {
+    "dcgan": ("the paper's architecture and optimiser", "-", {}),
+    "max-pooling": ("D: conv + max-pool; G: nearest upsampling + conv", "§3 guideline 1", {"model": {"pooling": True}}),
+    "no-batchnorm": ("no BatchNorm anywhere", "§3 guideline 3", {"model": {"batchnorm": False}}),
+    "bn-everywhere": ("BatchNorm also on G's output and D's input", "§3 guideline 3", {"model": {"bn_everywhere": True}}),
+    "relu-in-d": ("ReLU instead of LeakyReLU in D", "§3 guideline 4", {"model": {"d_activation": "relu"}}),
+    "fc-hidden": ("a fully connected hidden layer in G and D", "§3 guideline 2", {"model": {"fc_hidden": -1}}),
+    "beta1-0.9": ("Adam beta1 = 0.9", "§4 (0.9 oscillated)", {"beta1": 0.9}),
+    "lr-0.001": ("learning rate 0.001", "§4 (0.001 too high)", {"lr": 1e-3}),
+}
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """The common scale of every ablation run (one budget for all variants)."""
+
+    dataset: str = "fashion-mnist"
+    image_size: int = 32
+    channels: int = 1
+    nz: int = 64
+    ngf: int = 16
+    ndf: int = 16
+    fc_hidden: int = 256  # width of the fully connected layer of the "fc-hidden" variant
+    batch_size: int = 64
+    subset: int = 3200  # first-N training images; one "epoch" = subset / batch_size steps = one snapshot
+    epochs: int = 4
+    seeds: tuple[int, ...] = (0, 1, 2)
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    n_eval: int = 1000  # samples behind each final metric
+    n_curve: int = 500  # samples behind each snapshot's FID
+    n_real: int = 2000  # real test images behind every metric
+    rise: float = 0.25  # FID rising by more than this share between snapshots counts as one oscillation
+    min_classes: int = 8  # fewer classes (of 10) found in the samples counts as mode collapse
+
+    def __post_init__(self) -> None:
+        unknown = set(self.variants) - set(VARIANTS)
+        if unknown:
+            raise ValueError(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * (self.subset // self.batch_size)
+
+
+def ablation_config(profile: str, **overrides) -> AblationConfig:
+    """Per-profile scale: smoke (seconds, one seed), book (~15 CPU minutes), paper (GPU, full nets)."""
+    if profile == "smoke":
+        base = AblationConfig(ngf=8, ndf=8, nz=32, fc_hidden=64, subset=512, epochs=2, seeds=(0,), n_eval=300,
+                              n_curve=200, n_real=500)
+    elif profile == "book":
+        base = AblationConfig()
+    elif profile == "paper":
+        base = AblationConfig(nz=100, ngf=64, ndf=64, fc_hidden=1024, batch_size=128, subset=60000,
+                              epochs=10, seeds=(0, 1, 2, 3, 4), n_eval=10000, n_curve=2000, n_real=10000)
+    else:
+        raise ValueError(f"unknown profile {profile!r}; known: smoke, book, paper")
+    return AblationConfig(**{**asdict(base), **overrides}) if overrides else base
+
+
+def variant_config(name: str, acfg: AblationConfig, seed: int) -> TrainConfig:
+    """The TrainConfig of one variant and seed (``nan_policy="stop"``: a non-finite loss ends the run)."""
+    if name not in VARIANTS:
+        raise KeyError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    over = dict(VARIANTS[name][2])
+    model_over = dict(over.pop("model", {}))
+    if model_over.get("fc_hidden") == -1:
+        model_over["fc_hidden"] = acfg.fc_hidden
+    m = ModelConfig(image_size=acfg.image_size, channels=acfg.channels, nz=acfg.nz, ngf=acfg.ngf, ndf=acfg.ndf,
+                    **model_over)
+    return TrainConfig(acfg.dataset, "train", acfg.image_size, m, epochs=acfg.epochs, subset=acfg.subset,
+                       batch_size=acfg.batch_size, seed=seed, nan_policy="stop", **over)
+
+
+def train_variants(acfg: AblationConfig, progress: bool = False) -> dict[tuple[str, int], Run]:
+    """Train (or load from the run cache) every variant x seed."""
+    return {(v, s): train(variant_config(v, acfg, s), progress=progress) for v in acfg.variants for s in acfg.seeds}
+
+
+# ------------------------------------------------------------------ measures
+
+def _finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
+def fid_curve(run: Run, fx: M.FeatureExtractor, real_f: torch.Tensor, n: int, seed: int = 0) -> list[dict]:
+    """FID and KID of every epoch snapshot of ``run`` (same noise each time); NaN where G's output is not finite."""
+    out = []
+    steps_per_epoch = run.info.get("steps_per_epoch", 0)
+    for epoch in run.snapshot_epochs():
+        x = M.sample_images(run.generator(epoch=epoch), n, seed)
+        if _finite(x):
+            f = M.extract_features(fx, x)
+            out.append({"epoch": epoch, "step": epoch * steps_per_epoch, "fid": M.fid(real_f, f),
+                        "kid": M.kid(real_f, f, subset_size=min(500, n))[0]})
+        else:
+            out.append({"epoch": epoch, "step": epoch * steps_per_epoch, "fid": math.nan, "kid": math.nan})
+    return out
+
+
+def count_rises(values: list[float], rise: float = 0.25) -> int:
+    """How often a curve (e.g. FID over snapshots) goes *up* by more than ``rise`` (a share) in one step.
+
+    A stable run's FID falls or stays; each such rise is one oscillation.
+    NaNs (a diverged snapshot) count as a rise.
+    """
+    n = 0
+    for a, b in zip(values[:-1], values[1:]):
+        if math.isnan(b) and not math.isnan(a):
+            n += 1
+        elif not (math.isnan(a) or math.isnan(b)) and b > a * (1 + rise):
+            n += 1
+    return n
+
+
+@torch.no_grad()
+def filter_variance(G, n: int = 256, seed: int = 0) -> list[torch.Tensor]:
+    """Per hidden layer of G, each filter's variance across samples (mean over positions), for n fixed z.
+
+    A filter whose output no longer depends on z (a "collapsed" filter, §7)
+    has variance near 0.
+    """
+    g = torch.Generator().manual_seed(seed)
+    z = sample_noise(G.cfg, n, g)
+    y = (torch.arange(n) % G.cfg.n_classes) if G.cfg.n_classes else None
+    G.eval()
+    acts = G.activations(z, y)[:-1]  # hidden maps; the last entry is the image
+    return [a.float().var(0).mean((1, 2)) for a in acts]
+
+
+def filter_collapse(G, n: int = 256, seed: int = 0, rel: float = 0.01) -> list[float]:
+    """Per hidden layer, the share of filters whose variance across z is below ``rel`` x the layer's median."""
+    out = []
+    for v in filter_variance(G, n, seed):
+        med = v.median()
+        out.append(float((v <= rel * med).float().mean()) if med > 0 else 1.0)
+    return out
+
+
+def evaluate_run(run: Run, acfg: AblationConfig, profile: str, fx: M.FeatureExtractor | None = None) -> dict:
+    """One row per run: final metrics, the FID curve, divergence, oscillation, mode collapse, filter collapse."""
+    cfg = run.config
+    fx = fx or M.feature_extractor(cfg.dataset, cfg.image_size, profile)
+    real_f = M.real_features(fx, cfg.dataset, cfg.image_size, "test", acfg.n_real)
+    curve = fid_curve(run, fx, real_f, acfg.n_curve)
+    row = {"steps": run.steps, "diverged": run.diverged, "curve": curve}
+    G = run.generator()
+    x = M.sample_images(G, acfg.n_eval, seed=12345)
+    if _finite(x):
+        row.update(M.evaluate(x, cfg.dataset, cfg.image_size, profile, n_real=acfg.n_real))
+        row["collapsed_filters"] = filter_collapse(G)
+    else:
+        row.update(fid=math.nan, kid=math.nan, classes_found=0, class_entropy=math.nan, precision=math.nan,
+                   recall=math.nan, density=math.nan, coverage=math.nan, collapsed_filters=[])
+    fids = [c["fid"] for c in curve] + ([row["fid"]] if len(curve) == 0 else [])
+    row["rises"] = count_rises(fids, acfg.rise)
+    row["oscillating"] = row["rises"] > 0
+    row["mode_collapse"] = row["classes_found"] < acfg.min_classes
+    m = run.metrics
+    tail = m[len(m) // 2:]
+    row["loss_g_std_tail"] = float(torch.tensor([r["loss_g"] for r in tail]).std()) if len(tail) > 1 else math.nan
+    return row
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if not math.isnan(x)]
+    if not xs:
+        return math.nan, math.nan
+    t = torch.tensor(xs, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(xs) > 1 else 0.0
+
+
+def summarize(rows: dict[tuple[str, int], dict]) -> dict[str, dict]:
+    """Per variant: mean and std over seeds of FID/KID/classes found, and counts of diverged/oscillating/collapsed runs."""
+    out: dict[str, dict] = {}
+    for v in dict.fromkeys(k[0] for k in rows):
+        rs = [r for (name, _), r in rows.items() if name == v]
+        s = {"runs": len(rs)}
+        for k in ("fid", "kid", "classes_found", "class_entropy", "precision", "recall", "coverage"):
+            s[k], s[k + "_std"] = _mean_std([float(r[k]) for r in rs])
+        for k in ("diverged", "oscillating", "mode_collapse"):
+            s[k] = sum(bool(r[k]) for r in rs)
+        s["rises"] = sum(r["rises"] for r in rs)
+        s["last_layer_collapsed"] = _mean_std([r["collapsed_filters"][-1] for r in rs if r["collapsed_filters"]])[0]
+        out[v] = s
+    return out
+
+
+def markdown_table(summary: dict[str, dict], floor: dict | None = None) -> str:
+    """The chapter's table: one line per variant (and the real-data floor)."""
+    head = ("| variant | breaks | FID | KID x 1000 | classes found | recall | diverged | oscillating | "
+            "mode collapse |\n|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    if floor is not None:
+        lines.append(f"| real test vs train (floor) | - | {floor['fid']:.2f} | {1000 * floor['kid']:.1f} | "
+                     f"{floor['classes_found']} | {floor['recall']:.2f} | - | - | - |")
+    for v, s in summary.items():
+        n = s["runs"]
+        lines.append(
+            f"| {v} | {VARIANTS[v][1]} | {s['fid']:.2f} ± {s['fid_std']:.2f} | {1000 * s['kid']:.1f} ± "
+            f"{1000 * s['kid_std']:.1f} | {s['classes_found']:.1f} | {s['recall']:.2f} | {s['diverged']}/{n} | "
+            f"{s['oscillating']}/{n} | {s['mode_collapse']}/{n} |")
+    return head + "\n".join(lines) + "\n"
