@@ -40,8 +40,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@echo "-e $(CURDIR)" > $(VENV)/dcgan-editable.txt
 	uv pip sync --python $(PY) requirements.lock $(VENV)/dcgan-editable.txt
 	@# papermill and nbval start the notebooks' `python3` kernel; it must be this venv's Python
-	JUPYTER_PATH=$(VENV)/share/jupyter $(PY) -c "import ipykernel, sys; from jupyter_client.kernelspec import \
-	  KernelSpecManager as K; s = K().get_kernel_spec('python3'); assert s.resource_dir.startswith(sys.prefix), s.resource_dir"
+	JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(PY) -c "import ipykernel, os, sys; from jupyter_client.kernelspec \
+	  import KernelSpecManager as K; d = os.path.realpath(K().get_kernel_spec('python3').resource_dir); \
+	  assert d.startswith(os.path.realpath(sys.prefix)), d"
 	@touch $@
 
 lock:
