@@ -16,9 +16,9 @@ BASELINE = REPO_ROOT / "tests" / "notebooks"
 CHAPTERS = book.chapter_notebooks()
 
 
-def _code_cells(nb) -> list[str]:
-    """Code cell sources, without papermill's injected-parameters cell."""
-    return [c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+def _cells(nb) -> list[tuple[str, str]]:
+    """(type, source) of every cell, without papermill's injected-parameters cell."""
+    return [(c.cell_type, c.source) for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
 
 
 def _injected(nb) -> dict:
@@ -41,7 +41,7 @@ def test_baseline_is_up_to_date(nb_path: Path):
         pytest.skip("no baseline (reported by test_every_chapter_has_a_baseline)")
     src, base = nbformat.read(nb_path, 4), nbformat.read(base_path, 4)
     fix = f"run `make nbval-baseline ONLY={nb_path.stem}` and commit tests/notebooks/{nb_path.name}"
-    assert _code_cells(base) == _code_cells(src), f"{base_path} has other code than {nb_path}: {fix}"
+    assert _cells(base) == _cells(src), f"{base_path} has other cells than {nb_path}: {fix}"
     assert _injected(base) == book.chapter_params(nb_path.stem, "smoke"), f"{base_path} was run with other smoke parameters than params/: {fix}"
     errors = [o for c in base.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"{base_path} holds an error output: {fix}"
@@ -129,6 +129,12 @@ def test_execute_chapter_injects_profile_and_records(tmp_path, monkeypatch):
 
     prefix, results = text.strip().splitlines()[-1].split()
     assert prefix == sys.prefix and results == str(out.resolve())
+
+
+def test_every_chapter_is_in_the_toc():
+    listed = set(book._toc_files(yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())))
+    missing = [p.stem for p in CHAPTERS if f"book/{p.stem}" not in listed]
+    assert not missing, f"chapters not in _toc.yml (the book leaves them out): add `- file: book/<name>` for {missing}"
 
 
 def test_toc_and_config_are_consistent():
