@@ -34,6 +34,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v uv >/dev/null || { echo "installing uv with pip"; \
+	  python3 -m pip --version >/dev/null 2>&1 || { test "$$(id -u)" = 0 && apt-get install -y -q python3-pip; }; \
 	  python3 -m pip install --user -q uv || python3 -m pip install --user -q --break-system-packages uv; }
 	@test -x $(PY) || uv venv $(VENV) --python $(PYTHON_VERSION) --prompt dcgan
 	@# the package itself, editable and without dependencies, next to the locked ones

@@ -75,8 +75,15 @@ def check(path: Path, expected: str) -> None:
         raise FetchError(f"checksum mismatch for {path.name}: expected {expected}, got {got}")
 
 
+APT_PACKAGE_OF = {"npm": "npm", "apt-get": None, "dpkg": None}
+
+
 def run(cmd: list[str], cwd: Path | None = None) -> str:
     print("  $ " + " ".join(cmd), flush=True)
+    if shutil.which(cmd[0]) is None and APT_PACKAGE_OF.get(cmd[0]) and os.geteuid() == 0 and shutil.which("apt-get"):
+        # a fresh Debian machine: install the missing tool from the distribution
+        subprocess.run(["apt-get", "update", "-q"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", APT_PACKAGE_OF[cmd[0]]], check=False, capture_output=True)
     try:
         out = subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True)
     except FileNotFoundError as e:
