@@ -336,7 +336,7 @@ def group(codes: np.ndarray, radius: int = 0) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
 
     # Collapse exact duplicates first: the radius search then runs on unique codes only.
-    uniq, inv = np.unique(_row_keys(codes), return_inverse=True)
+    _, inv = np.unique(_row_keys(codes), return_inverse=True)
     ucodes = np.ascontiguousarray(codes)[np.unique(inv.ravel(), return_index=True)[1]]
     p = duplicate_pairs(ucodes, radius)
     adj = coo_matrix((np.ones(len(p), dtype=np.int8), (p[:, 0], p[:, 1])), shape=(len(ucodes),) * 2)
