@@ -35,7 +35,7 @@ setup: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@command -v uv >/dev/null || { echo "installing uv with pip"; \
 	  python3 -m pip --version >/dev/null 2>&1 || { test "$$(id -u)" = 0 && apt-get install -y -q python3-pip; }; \
-	  python3 -m pip install --user -q uv || python3 -m pip install --user -q --break-system-packages uv; }
+	  python3 -m pip install --user -q uv 2>/dev/null || python3 -m pip install --user -q --break-system-packages uv; }
 	@test -x $(PY) || uv venv $(VENV) --python $(PYTHON_VERSION) --prompt dcgan
 	@# the package itself, editable and without dependencies, next to the locked ones
 	@echo "-e $(CURDIR)" > $(VENV)/dcgan-editable.txt
@@ -57,7 +57,7 @@ data:
 # ---------------------------------------------------------------- the book
 
 book: setup data
-	$(PY) -m dcgan book --profile $(PROFILE) $(ONLY_ARG)
+	$(PY) -m dcgan book --profile $(PROFILE) --keep-going $(ONLY_ARG)
 
 nbval-baseline: setup data
 	$(PY) -m dcgan book --profile smoke --out tests/notebooks --no-build $(ONLY_ARG)

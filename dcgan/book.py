@@ -113,10 +113,18 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
     return ChapterRun(nb.stem, out, time.perf_counter() - t0)
 
 
+class ChapterFailed(RuntimeError):
+    """One or more chapters raised; their partly executed notebooks are in the output folder."""
+
+
 def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[str] | None = None,
                      notebooks_dir: Path = NOTEBOOKS_DIR, params_dir: Path = PARAMS_DIR,
-                     log_output: bool = False) -> list[ChapterRun]:
-    """Execute the chapters in order under ``profile``; the kernel sees ``DCGAN_RESULTS_DIR=out_dir``."""
+                     log_output: bool = False, keep_going: bool = False) -> list[ChapterRun]:
+    """Execute the chapters in order under ``profile``; the kernel sees ``DCGAN_RESULTS_DIR=out_dir``.
+
+    A failing chapter stops the run (:class:`ChapterFailed`), unless ``keep_going``: then
+    the others still run and :class:`ChapterFailed` is raised by :func:`run_book` at the end.
+    """
     out_dir = Path(out_dir).resolve()
     nbs = chapter_notebooks(only, notebooks_dir)
     if not nbs:
@@ -126,12 +134,24 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
     venv_kernels = str(Path(sys.prefix) / "share" / "jupyter")
     if venv_kernels not in os.environ.get("JUPYTER_PATH", "").split(os.pathsep):
         os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (venv_kernels, os.environ.get("JUPYTER_PATH")) if p)
-    runs = []
+    runs, failed = [], []
     for nb in nbs:
         print(f"[dcgan book] {nb.stem} ({profile}) ...", flush=True)
-        run = execute_chapter(nb, out_dir, profile, params_dir, log_output)
+        t0 = time.perf_counter()
+        try:
+            run = execute_chapter(nb, out_dir, profile, params_dir, log_output)
+        except Exception as e:  # papermill's PapermillExecutionError names the cell and the exception
+            print(f"[dcgan book] {nb.stem} FAILED after {time.perf_counter() - t0:.1f} s: {e}", flush=True)
+            failed.append(nb.stem)
+            if not keep_going:
+                raise ChapterFailed(f"chapter {nb.stem} failed under profile {profile!r}; the partly executed "
+                                    f"notebook is {out_dir / nb.name}") from e
+            continue
         print(f"[dcgan book] {nb.stem} done in {run.seconds:.1f} s -> {run.output}", flush=True)
         runs.append(run)
+    if failed:
+        raise ChapterFailed(f"chapters {failed} failed under profile {profile!r}; see their notebooks in {out_dir}",
+                            runs)
     return runs
 
 
@@ -232,13 +252,23 @@ def build_book(executed_dir: str | Path = BOOK_DIR, output_root: str | Path | No
 
 
 def run_book(profile: str = "book", only: list[str] | None = None, out_dir: str | Path | None = None,
-             build: bool = True, execute: bool = True, log_output: bool = False) -> Path:
-    """Execute the chapters (unless ``execute`` is False), write the results page, build the book."""
+             build: bool = True, execute: bool = True, log_output: bool = False, keep_going: bool = False) -> Path:
+    """Execute the chapters (unless ``execute`` is False), write the results page, build the book.
+
+    With ``keep_going`` a failing chapter does not stop the others or the build; the
+    failure is raised at the end.
+    """
     from .report import write_results_page
 
     out_dir = Path(out_dir or BOOK_DIR).resolve()
     t0 = time.perf_counter()
-    runs = execute_chapters(profile, out_dir, only, log_output=log_output) if execute else []
+    failure = None
+    try:
+        runs = execute_chapters(profile, out_dir, only, log_output=log_output, keep_going=keep_going) if execute else []
+    except ChapterFailed as e:
+        if not keep_going or len(e.args) < 2:
+            raise
+        failure, runs = e, e.args[1]
     page = write_results_page(out_dir, out_dir / "results.md")
     for r in runs:
         print(f"  {r.chapter:<28} {r.seconds:8.1f} s")
@@ -246,4 +276,6 @@ def run_book(profile: str = "book", only: list[str] | None = None, out_dir: str 
         print(f"  {'all chapters':<28} {time.perf_counter() - t0:8.1f} s   results page: {page}")
     if build:
         build_book(out_dir)
+    if failure is not None:
+        raise failure
     return out_dir

@@ -35,14 +35,20 @@ def add_book_parser(sub) -> None:
     p.add_argument("--no-execute", action="store_true",
                    help="build from notebooks already executed into --out (no papermill)")
     p.add_argument("--log-output", action="store_true", help="stream the notebooks' output while they run")
+    p.add_argument("--keep-going", action="store_true",
+                   help="run the other chapters and build the book when one fails (exit 1 at the end)")
     p.set_defaults(func=_cmd_book)
 
 
 def _cmd_book(args) -> int:
-    from .book import run_book
+    from .book import ChapterFailed, run_book
 
-    run_book(args.profile, only=args.only, out_dir=args.out, build=not args.no_build,
-             execute=not args.no_execute, log_output=args.log_output)
+    try:
+        run_book(args.profile, only=args.only, out_dir=args.out, build=not args.no_build,
+                 execute=not args.no_execute, log_output=args.log_output, keep_going=args.keep_going)
+    except ChapterFailed as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -68,6 +74,10 @@ def _cmd_data(args) -> int:
         from .paths import REPO_ROOT, data_root
 
         script = REPO_ROOT / "scripts" / "fetch_data.py"
+        if not script.exists():
+            print(f"error: {script} not found: --fetch needs the repository checkout (it runs `make data`)",
+                  file=sys.stderr)
+            return 1
         return subprocess.call([sys.executable, str(script), "--dest", str(data_root())])
     if args.name is None:
         for row in data.dataset_status():

@@ -129,6 +129,13 @@ def test_execute_chapter_injects_profile_and_records(tmp_path, monkeypatch):
 
     prefix, results = text.strip().splitlines()[-1].split()
     assert prefix == sys.prefix and results == str(out.resolve())
+    # a failing chapter: stop there, or (keep_going) run the others and report it at the end
+    _nb(nbs / "00_fail.ipynb", 'profile = "book"', "raise RuntimeError('chapter bug')")
+    _nb(nbs / "03_ok.ipynb", 'profile = "book"', "print(profile)")
+    with pytest.raises(book.ChapterFailed, match="00_fail") as e:
+        book.execute_chapters("smoke", out, ["00", "03"], notebooks_dir=nbs, params_dir=params, keep_going=True)
+    assert [r.chapter for r in e.value.args[1]] == ["03_ok"]
+    assert "chapter bug" in str(nbformat.read(out / "00_fail.ipynb", 4).cells[-1].outputs)
 
 
 def test_every_chapter_is_in_the_toc():
@@ -162,3 +169,16 @@ def test_every_citation_is_in_the_bibliography():
         for group in re.findall(r"\{cite(?::[pt])?\}`([^`]+)`", p.read_text()):
             cited.update(k.strip() for k in group.split(","))
     assert cited - keys == set(), f"cited but not in references.bib: {sorted(cited - keys)}"
+
+
+def test_cli_data_and_book_commands(tmp_path, capsys, data_dir):
+    from dcgan.cli import main
+
+    assert main(["data"]) == 0
+    out = capsys.readouterr().out
+    assert "lsun-bedroom" in out and "found" in out
+    assert main(["data", "svhn", "--image-size", "16"]) == 0
+    assert "svhn train: 20 images of shape (3, 16, 16)" in capsys.readouterr().out
+    (tmp_path / "r").mkdir()
+    assert main(["book", "--no-execute", "--no-build", "--out", str(tmp_path / "r")]) == 0
+    assert "No chapter has recorded results yet" in (tmp_path / "r" / "results.md").read_text()
