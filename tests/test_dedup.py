@@ -224,3 +224,57 @@ def test_l2_distances_block():
     off = ~np.eye(3, 8, dtype=bool)  # the zero diagonal is never used (pairs i < j) and is all rounding
     np.testing.assert_allclose(d[off], ref[off], rtol=1e-3, atol=2e-3)
     assert abs(d[0, 1] - 0.05) < 2e-3
+
+
+# ---------------------------------------------------------------- the chapter's helpers
+
+def test_pick_threshold_and_flagged_precision():
+    curve = dict(thresholds=np.array([0, 1, 2, 3]), flagged=np.array([10, 20, 40, 80]),
+                 true_pos=np.array([10, 20, 36, 40]), n_true=50)
+    assert D.pick_threshold(curve, 0.99) == (1.0, 1)
+    assert D.pick_threshold(curve, 0.9) == (2.0, 2)
+    assert D.pick_threshold(dict(curve, true_pos=np.zeros(4, int)), 0.99) == (0.0, 0)  # none qualifies
+    truth = np.array([0, 0, 1, 2, 2])
+    ignore = np.array([0, 0, 0, 1, 1])
+    out = D.flagged_precision(np.array([[0, 1], [1, 2], [2, 3], [3, 4]]), truth, ignore)
+    assert (out["flagged"], out["true_pos"], out["n_true"]) == (3, 2, 2)  # (1, 2) is ignored: same family
+
+
+def test_variant_pairs():
+    attrs = dict(base=["a", "a", "a", "a", "b"], skin_tone=["none", "dark", "none", "dark", "none"],
+                 vendor=["g", "g", "t", "t", "g"])
+    v = D.variant_pairs(attrs)
+    assert {tuple(p) for p in v["skin_tone"].tolist()} == {(0, 1), (2, 3)}
+    assert {tuple(p) for p in v["vendor"].tolist()} == {(0, 2), (1, 3)}
+
+
+def test_pair_grid_shapes_and_frames():
+    x = blobs(6, channels=1)
+    g = D.pair_grid(x, np.array([[0, 1], [2, 3], [4, 5]]), correct=np.array([True, False, True]))
+    assert g.shape[0] == 3 and g.shape[1] > 2 * 32 and g.shape[2] > 3 * 32
+    tile = 32 + 2 * 2  # framed tile; make_grid pads 2 px around it
+    red = g[:, 2, 2 + (tile + 2) * 1]  # top-left frame pixel of the second (false) pair
+    assert red[0] > 0.8 and red[1] < 0.2
+    with pytest.raises(ValueError, match="no pairs"):
+        D.pair_grid(x, np.zeros((0, 2), dtype=int))
+
+
+def test_plant_study_small_end_to_end():
+    x = blobs(40)
+    s = D.plant_study(x, 4, D.HashConfig(epochs=1, batch_size=16), radii=range(0, 129, 16),
+                      l2_thresholds=[0.0, 10.0], ignore=np.arange(40) // 2)
+    n_all = 40 + 4 * len(D.PLANT_KINDS)
+    assert s.codes.shape == (n_all, 2) and len(s.plant_hamming) == n_all - 40
+    assert s.hash_curve["n_true"] == 4 * 15  # groups of 6: a source and its 5 copies
+    assert s.hash_curve["true_pos"][-1] == s.l2_curve["true_pos"][-1] == 60  # radius 128 / huge L2 flag all
+    assert s.exact["true_pos"] == int(s.plant_exact.sum())
+    kinds = s.per_kind_recall(128, 10.0)
+    assert set(kinds) == set(D.PLANT_KINDS) and all(v["hash"] == 1.0 for v in kinds.values())
+
+
+def test_synthetic_codes_duplicate_structure():
+    c = D.synthetic_codes(4000, seed=0)
+    assert c.shape == (4000, 2) and c.dtype == np.uint64
+    n0, n2 = len(np.unique(D.group(c, 0))), len(np.unique(D.group(c, 2)))
+    assert n2 == 2800  # every copy is within 2 bits of its source; sources are far apart
+    assert 2800 < n0 < 4000
