@@ -57,6 +57,8 @@ __all__ = [
     "real_features",
     "real_floor",
     "fid_per_epoch",
+    "nearest_neighbour_error",
+    "nn_error_curve",
     "INCEPTION_ENV",
 ]
 
@@ -565,4 +567,42 @@ def fid_per_epoch(run, n: int = 1000, profile: str = "book", n_real: int | None 
     for epoch in range(1, int(run.epochs_done) + 1):
         fake_f = extract_features(fx, sample_images(run.generator(epoch=epoch), n, seed))
         out.append({"epoch": epoch, "fid": fid(real_f, fake_f), "kid": kid(real_f, fake_f)[0]})
+    return out
+
+
+# ------------------------------------------------- §8.1: nearest neighbours
+
+def nearest_neighbour_error(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                            test_y: torch.Tensor) -> float:
+    """Test error (share) of a 1-nearest-neighbour classifier in pixel space (scikit-learn), as in §8.1."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+        raise ValueError("images and labels differ in length")
+    knn = KNeighborsClassifier(n_neighbors=1, algorithm="brute")
+    knn.fit(train_x.reshape(len(train_x), -1).float().numpy(), train_y.numpy())
+    pred = knn.predict(test_x.reshape(len(test_x), -1).float().numpy())
+    return float((torch.from_numpy(pred) != test_y).double().mean())
+
+
+def nn_error_curve(G, real_train, real_test, sizes: list[int], seed: int = 0) -> list[dict]:
+    """1-NN test error against the number of training images, for real images and for G's labelled samples.
+
+    ``G`` must be label-conditional; its samples carry the labels they were
+    generated with (balanced over classes). Real training sets of each size
+    are fixed random subsets; sizes above the real set's size have no real point.
+    """
+    if not G.cfg.n_classes:
+        raise ValueError("nn_error_curve needs a label-conditional generator (ModelConfig.n_classes > 0)")
+    test_x, test_y = real_test.as_float(), real_test.labels
+    labels = torch.randperm(max(sizes), generator=torch.Generator().manual_seed(seed)) % G.cfg.n_classes
+    fake = sample_images(G, max(sizes), seed, labels=labels)
+    perm = torch.randperm(len(real_train), generator=torch.Generator().manual_seed(seed))
+    out = []
+    for n in sorted(sizes):
+        row = {"n": n, "generated": nearest_neighbour_error(fake[:n], labels[:n], test_x, test_y)}
+        if n <= len(real_train):
+            idx = perm[:n]
+            row["real"] = nearest_neighbour_error(real_train.as_float(idx), real_train.labels[idx], test_x, test_y)
+        out.append(row)
     return out
