@@ -32,9 +32,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -62,6 +60,10 @@ __all__ = [
     "load_checkpoint",
     "load_generator",
     "gan_step",
+    "run_name",
+    "cpu_supports_bf16",
+    "SimulatedKill",
+    "load_discriminator",
 ]
 
 # Bump when a change to the training code changes what a config trains to:
