@@ -114,14 +114,14 @@ class ClassifierSpec:
 
     dataset: str
     image_size: int
-    subset: int | None  # first-N training images (None: the whole train split)
+    subset: int | None  # a seeded random N of the training images (None: the whole train split)
     epochs: int
     batch_size: int = 128
     lr: float = 3e-3
     width: int = 16
     feature_dim: int = 64
     seed: int = 0
-    version: int = 1  # bump when the architecture or training loop changes
+    version: int = 2  # bump when the architecture or training loop changes
 
     def key(self) -> str:
         h = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -168,9 +168,10 @@ def _train_classifier(spec: ClassifierSpec, progress: bool) -> tuple[DomainClass
     train = load_dataset(spec.dataset, _train_split(spec.dataset), spec.image_size)
     if train.labels is None or not train.classes:
         raise ValueError(f"data set {spec.dataset!r} has no class labels; a domain classifier needs them")
-    if spec.subset is not None:
-        train = train.subset(torch.arange(min(spec.subset, len(train))))
     g = torch.Generator().manual_seed(spec.seed)
+    if spec.subset is not None and spec.subset < len(train):
+        # a random subset: some train splits are sorted by class (mnist-10k)
+        train = train.subset(torch.randperm(len(train), generator=g)[:spec.subset])
     torch.manual_seed(spec.seed)
     dev = _device()
     model = DomainClassifier(train.channels, spec.image_size, len(train.classes), spec.width, spec.feature_dim)
