@@ -299,13 +299,13 @@ def _chunks_f32(X: np.ndarray) -> np.ndarray:
     return X if X.dtype == np.float32 else X.astype(np.float32)
 
 
-def _svm(C: float, max_iter: int, seed: int):
+def _svm(C: float, max_iter: int, seed: int, tol: float = 1e-3):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
     return make_pipeline(StandardScaler(), LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual="auto",
-                                                     max_iter=max_iter, random_state=seed))
+                                                     tol=tol, max_iter=max_iter, random_state=seed))
 
 
 def fit_svm(
@@ -316,7 +316,8 @@ def fit_svm(
     Cs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1),
     *,
     refit_on_val: bool = False,
-    max_iter: int = 2000,
+    max_iter: int = 1000,
+    tol: float = 1e-3,
     seed: int = 0,
 ) -> SVMResult:
     """Standardise, fit a linear L2-SVM (squared hinge) per C, keep the C with the best validation accuracy.
@@ -339,12 +340,12 @@ def fit_svm(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a capped max_iter is part of the budget
         for C in Cs:
-            m = _svm(C, max_iter, seed).fit(Xtr, y_train)
+            m = _svm(C, max_iter, seed, tol).fit(Xtr, y_train)
             scores[float(C)] = float(np.mean(m.predict(Xva) == np.asarray(y_val)))
             if best is None or scores[float(C)] > scores[best]:
                 best, best_model = float(C), m
         if refit_on_val:
-            best_model = _svm(best, max_iter, seed).fit(np.concatenate([Xtr, Xva]), np.concatenate([y_train, y_val]))
+            best_model = _svm(best, max_iter, seed, tol).fit(np.concatenate([Xtr, Xva]), np.concatenate([y_train, y_val]))
     return SVMResult(best, scores, best_model, time.perf_counter() - t0)
 
 
