@@ -558,14 +558,15 @@ def fid_per_epoch(run, n: int = 1000, profile: str = "book", n_real: int | None 
                   features: str | None = None) -> list[dict]:
     """FID (and KID) of every per-epoch generator snapshot of a ``dcgan.train.Run``.
 
-    Returns ``[{"epoch": k, "fid": ..., "kid": ...}, ...]`` for k = 1 ..
-    ``run.epochs_done``; samples use the same noise at every epoch.
+    Returns ``[{"epoch": k, "fid": ..., "kid": ...}, ...]`` for every epoch
+    with a snapshot; samples use the same noise at every epoch.
     """
     cfg = run.config
     fx = feature_extractor(cfg.dataset, cfg.image_size, profile, features)
     real_f = real_features(fx, cfg.dataset, cfg.image_size, "test", n_real)
     out = []
-    for epoch in range(1, int(run.epochs_done) + 1):
+    epochs = run.snapshot_epochs() if hasattr(run, "snapshot_epochs") else range(1, int(run.epochs_done) + 1)
+    for epoch in epochs:
         fake_f = extract_features(fx, sample_images(run.generator(epoch=epoch), n, seed))
         out.append({"epoch": epoch, "fid": fid(real_f, fake_f), "kid": kid(real_f, fake_f)[0]})
     return out

@@ -158,3 +158,23 @@ def test_paper_profile_without_inception_weights_is_a_clear_error(monkeypatch, t
         metrics.feature_extractor("fashion-mnist", 32, "paper")
     with pytest.raises(ValueError, match="features must be"):
         metrics.feature_extractor("fashion-mnist", 32, "book", features="vgg")
+
+
+def test_fid_per_epoch_uses_every_snapshot(tiny_mnist, monkeypatch):
+    monkeypatch.setattr(metrics, "classifier_spec",
+                        lambda ds, s, p: metrics.ClassifierSpec(ds, s, subset=None, epochs=1, batch_size=64))
+    cfg = ModelConfig(image_size=16, channels=1, nz=8, ngf=4, ndf=4)
+
+    class FakeRun:  # the part of dcgan.train.Run that fid_per_epoch reads
+        config = type("C", (), {"dataset": "mnist-10k", "image_size": 16})()
+
+        def snapshot_epochs(self):
+            return [1, 3]
+
+        def generator(self, epoch=None):
+            torch.manual_seed(epoch)
+            return Generator(cfg)
+
+    curve = metrics.fid_per_epoch(FakeRun(), n=40, profile="smoke", n_real=None)
+    assert [c["epoch"] for c in curve] == [1, 3]
+    assert all(c["fid"] > 0 for c in curve) and curve[0]["fid"] != curve[1]["fid"]
