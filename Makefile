@@ -67,11 +67,16 @@ clean-book:
 
 # ---------------------------------------------------------------- tests
 
+# runs all three parts even when one fails, then reports each one's time and status
 test: setup data
-	@t0=$$(date +%s); $(MAKE) --no-print-directory unit; t1=$$(date +%s); \
-	$(MAKE) --no-print-directory nbval; t2=$$(date +%s); \
-	$(MAKE) --no-print-directory book-check; t3=$$(date +%s); \
-	echo "make test: unit $$((t1-t0)) s, nbval $$((t2-t1)) s, book check $$((t3-t2)) s"
+	@fail=""; summary=""; \
+	for part in unit nbval book-check; do \
+	  t0=$$(date +%s); \
+	  if $(MAKE) --no-print-directory $$part; then st=ok; else st=FAILED; fail="$$fail $$part"; fi; \
+	  summary="$$summary $$part $$(( $$(date +%s) - t0 )) s ($$st),"; \
+	done; \
+	echo "make test:$${summary%,}"; \
+	if [ -n "$$fail" ]; then echo "make test failed:$$fail"; exit 1; fi
 
 unit: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
