@@ -182,3 +182,21 @@ def test_cli_data_and_book_commands(tmp_path, capsys, data_dir):
     (tmp_path / "r").mkdir()
     assert main(["book", "--no-execute", "--no-build", "--out", str(tmp_path / "r")]) == 0
     assert "No chapter has recorded results yet" in (tmp_path / "r" / "results.md").read_text()
+
+
+def test_stage_book_keeps_only_what_was_executed(tmp_path, capsys):
+    ex = tmp_path / "executed"
+    ex.mkdir()
+    first = CHAPTERS[0]
+    (ex / first.name).write_text(first.read_text())
+    (ex / "99_unlisted.ipynb").write_text(first.read_text())
+    (ex / "results.md").write_text("# Results\n")
+    stage = book.stage_book(ex, tmp_path / "stage")
+    toc = yaml.safe_load((stage / "_toc.yml").read_text())
+    assert book._toc_files(toc) == ["book/intro", f"book/{first.stem}", "book/results", "book/references"]
+    assert (stage / "references.bib").exists() and (stage / "_config.yml").exists()
+    staged = {p.name for p in (stage / "book").iterdir()}
+    assert {"intro.md", "references.md", "results.md", first.name} <= staged
+    assert not {p for p in staged if p.endswith(".ipynb")} - {first.name}, "only executed, listed chapters"
+    out = capsys.readouterr().out
+    assert "99_unlisted.ipynb is not in _toc.yml" in out and "not in this build" in out
