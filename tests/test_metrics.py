@@ -178,3 +178,24 @@ def test_fid_per_epoch_uses_every_snapshot(tiny_mnist, monkeypatch):
     curve = metrics.fid_per_epoch(FakeRun(), n=40, profile="smoke", n_real=None)
     assert [c["epoch"] for c in curve] == [1, 3]
     assert all(c["fid"] > 0 for c in curve) and curve[0]["fid"] != curve[1]["fid"]
+
+
+@pytest.mark.slow
+def test_paper_profile_uses_inception_weights_from_disk(monkeypatch, tmp_path):
+    """A torchvision Inception-v3 state_dict (random weights here) gives 2048-d features of [-1, 1] images."""
+    from torchvision.models import inception_v3
+
+    path = tmp_path / "inception_v3.pt"
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
+    monkeypatch.setenv(metrics.INCEPTION_ENV, str(path))
+    metrics._EXTRACTORS.clear()
+    fx = metrics.feature_extractor("fashion-mnist", 32, "paper")
+    assert fx.kind == "inception" and fx.num_features == 2048
+    f = fx(torch.rand(2, 1, 32, 32) * 2 - 1)  # grey images are repeated to 3 channels
+    assert f.shape == (2, 2048) and torch.isfinite(f).all()
+    bad = tmp_path / "bad.pt"
+    torch.save({"x": torch.zeros(1)}, bad)
+    monkeypatch.setenv(metrics.INCEPTION_ENV, str(bad))
+    metrics._EXTRACTORS.clear()
+    with pytest.raises(ValueError, match="not a torchvision Inception-v3 state_dict"):
+        metrics.feature_extractor("fashion-mnist", 32, "paper")
