@@ -547,7 +547,8 @@ class PlantStudy:
 
 
 def plant_study(images, n_sources: int, cfg: HashConfig, radii: Sequence[int], l2_thresholds: Sequence[float],
-                ignore: np.ndarray | None = None, seed: int = 0, progress: bool = False) -> PlantStudy:
+                ignore: np.ndarray | None = None, seed: int = 0, device: str | torch.device = "cpu",
+                progress: bool = False) -> PlantStudy:
     """Plant near duplicates into ``images``, train the hash on the result, and measure hash and baselines.
 
     ``ignore`` (per original image, e.g. the emoji ``base``) marks real near-duplicate families: pairs inside
@@ -557,7 +558,7 @@ def plant_study(images, n_sources: int, cfg: HashConfig, radii: Sequence[int], l
     n = plants.n_original
     ign = None if ignore is None else np.asarray(ignore)[plants.truth]
     x = prepare(plants.images)
-    hasher = fit_hasher(x, cfg, progress=progress)
+    hasher = fit_hasher(x, cfg, device=device, progress=progress)
     codes = hasher.hash(x)
     hash_curve = pair_curve(hamming_distances(codes), plants.truth, radii, ignore=ign)
     l2_curve = pair_curve(l2_distances(x), plants.truth, l2_thresholds, ignore=ign)
