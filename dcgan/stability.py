@@ -62,7 +62,7 @@ class AblationConfig:
     ndf: int = 16
     fc_hidden: int = 256  # width of the fully connected layer of the "fc-hidden" variant
     batch_size: int = 64
-    subset: int = 3200  # first-N training images; one "epoch" = subset / batch_size steps = one snapshot
+    subset: int = 2560  # first-N training images; one "epoch" = subset / batch_size steps = one snapshot
     epochs: int = 4
     seeds: tuple[int, ...] = (0, 1, 2)
     variants: tuple[str, ...] = tuple(VARIANTS)
@@ -87,8 +87,8 @@ class AblationConfig:
 def ablation_config(profile: str, **overrides) -> AblationConfig:
     """Per-profile scale: smoke (seconds, one seed), book (~15 CPU minutes), paper (GPU, full nets)."""
     if profile == "smoke":
-        base = AblationConfig(ngf=8, ndf=8, nz=32, fc_hidden=64, subset=512, epochs=2, seeds=(0,), n_eval=300,
-                              n_curve=200, n_real=500)
+        base = AblationConfig(ngf=8, ndf=8, nz=32, fc_hidden=64, subset=256, epochs=2, seeds=(0,), n_eval=200,
+                              n_curve=100, n_real=300)
     elif profile == "book":
         base = AblationConfig()
     elif profile == "paper":
