@@ -22,7 +22,7 @@ from .results import Result, load_results
 
 __all__ = ["Claim", "CLAIMS", "VERDICTS", "claim_rows", "claims_table", "results_table", "write_results_page"]
 
-VERDICTS = ("reproduced", "partly", "not reproduced", "needs the paper's data", "not run")
+VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "needs the paper's data", "not run")
 PAPER_DATA = ("cifar10", "svhn", "mnist", "lsun", "celeba", "imagenet", "faces")
 STAND_INS = ("mnist-10k", "fashion-mnist")  # names that contain a paper set's name but are not it
 
@@ -99,6 +99,9 @@ def _variant_worse(v: str) -> Callable[[Found], str]:
         fid, base = f.value(f"stability_{v}_fid"), f.value("stability_dcgan_fid")
         if fid is None or base is None:
             return "not run"
+        # Against a reference DCGAN that itself collapsed in most seeds, a ranking is no evidence either way.
+        if (f.value("stability_dcgan_mode_collapse") or 0.0) > 0.5:
+            return "inconclusive"
         sd = math.hypot(f.value(f"stability_{v}_fid_std") or 0.0, f.value("stability_dcgan_fid_std") or 0.0)
         worse_fid = fid - base > max(2 * sd, 0.1 * base)
         unstable = sum(f.value(f"stability_{v}_{k}") or 0.0 for k in ("diverged", "oscillating", "mode_collapse"))
@@ -342,7 +345,9 @@ INTRO = """# Results
 Every claim of the paper, next to what this book measured. The table is generated from the numbers
 the chapters recorded when they were last executed (profile and data in the fifth column).
 Verdicts: **reproduced** (our number or comparison agrees with the claim), **partly** (agrees in
-part, or only on some data sets), **not reproduced**, **needs the paper's data** (the claim is a
+part, or only on some data sets), **not reproduced**, **inconclusive** (the
+experiment ran but cannot decide, e.g. the reference DCGAN itself collapsed at the budget used),
+**needs the paper's data** (the claim is a
 number on a data set we ran a stand-in for; run the chapter with `--profile paper`), **not run** (no
 chapter recorded a matching result). The rules behind each verdict are in
 `dcgan/report.py` (`CLAIMS`); "figures only" and "no number" mark claims the paper supports

@@ -44,6 +44,18 @@ def test_stability_verdicts(tmp_path):
     assert "stability_bn-everywhere_fid = 20" in row["ours"] and row["behind"] == "fashion-mnist (book)"
 
 
+def test_stability_verdicts_inconclusive_when_the_reference_collapsed(tmp_path):
+    res = _rec(tmp_path, "08_stability")
+    for v, fid, collapse in (("dcgan", 400.0, "3/3"), ("bn-everywhere", 300.0, "3/3")):
+        res.record(f"stability_{v}_fid", fid, dataset="fashion-mnist")
+        res.record(f"stability_{v}_mode_collapse", collapse, dataset="fashion-mnist")
+    results = load_results(tmp_path)
+    assert _by_section(results, "§3 (3)", "output")["verdict"] == "inconclusive"
+    # A reference that mostly converged: back to the usual rule (better FID, but more collapsed runs).
+    res.record("stability_dcgan_mode_collapse", "1/3", dataset="fashion-mnist")
+    assert _by_section(load_results(tmp_path), "§3 (3)", "output")["verdict"] == "partly"
+
+
 def test_data_bound_claims_need_the_paper_data(tmp_path):
     res = _rec(tmp_path, "04_cifar10_features")
     res.record("transfer_dcgan_test_accuracy", 82.0, dataset="emoji-64->fashion-mnist", paper=82.8)
