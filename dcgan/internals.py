@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .latent import generate
 from .models import Discriminator, Generator
 
 __all__ = [
@@ -358,7 +359,7 @@ def forget(G: Generator, z: torch.Tensor, maps: Sequence[int], mask_fn: Callable
     """
     if not len(maps):
         raise ValueError("no feature maps to drop: the region classifier gave no map a positive weight")
-    before = _generate(G, z)
+    before = generate(G, z)
     after = drop_maps(G, z, maps, block)
     m0 = mask_fn(before)
     n_maps = G.cfg.g_widths()[block]
@@ -382,7 +383,3 @@ def forget(G: Generator, z: torch.Tensor, maps: Sequence[int], mask_fn: Callable
     )
 
 
-@torch.no_grad()
-def _generate(G: Generator, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    G.eval()
-    return torch.cat([G(c) for c in z.split(batch_size)])

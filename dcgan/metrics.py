@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .paths import runs_root
+from .train import _atomic_save  # atomic + fsync; one implementation for every cache file
 
 __all__ = [
     "DomainClassifier",
@@ -207,13 +208,6 @@ def _train_classifier(spec: ClassifierSpec, progress: bool) -> tuple[DomainClass
     return model, info
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 @lru_cache(maxsize=16)
 def _cached_classifier(spec: ClassifierSpec, root: str, progress: bool) -> DomainClassifier:
     path = Path(root) / "classifiers" / f"{spec.key()}.pt"
@@ -225,6 +219,7 @@ def _cached_classifier(spec: ClassifierSpec, root: str, progress: bool) -> Domai
     else:
         model, info = _train_classifier(spec, progress)
         model = model.cpu()
+        path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_save({"state_dict": model.state_dict(), "channels": model.channels, "info": json.dumps(info)}, path)
         path.with_suffix(".json").write_text(json.dumps(info, indent=1))
     model = model.to(_device(), memory_format=torch.channels_last).eval()
