@@ -19,7 +19,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 STAMP := $(VENV)/.dcgan-installed
 ONLY_ARG := $(if $(ONLY),--only $(ONLY),)
 
-.PHONY: help setup data book test unit nbval book-check nbval-baseline lock clean-book
+.PHONY: help setup data book test unit nbval book-check nbval-baseline lock clean-book reference
 
 help:
 	@echo "make book            set up, fetch the data, execute every chapter (PROFILE=$(PROFILE)), render _build/html"
@@ -27,6 +27,7 @@ help:
 	@echo "make setup | data | unit | nbval | book-check"
 	@echo "make nbval-baseline [ONLY=02_training]   re-execute chapters under smoke into tests/notebooks/"
 	@echo "make lock            re-resolve requirements.lock from pyproject.toml"
+	@echo "make reference       train the quality gate's reference runs (4x the book's epochs) into dcgan/gate_references.json"
 
 # ---------------------------------------------------------------- environment
 
@@ -39,7 +40,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || uv venv $(VENV) --python $(PYTHON_VERSION) --prompt dcgan
 	@# the package itself, editable and without dependencies, next to the locked ones
 	@echo "-e $(CURDIR)" > $(VENV)/dcgan-editable.txt
-	uv pip sync --python $(PY) requirements.lock $(VENV)/dcgan-editable.txt
+	@# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile torch's
+	@# thousands of modules again at import (10-20 s of CPU per chapter, test run and notebook kernel)
+	uv pip sync --compile-bytecode --python $(PY) requirements.lock $(VENV)/dcgan-editable.txt
 	@# papermill and nbval start the notebooks' `python3` kernel; it must be this venv's Python
 	JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(PY) -c "import ipykernel, os, sys; from jupyter_client.kernelspec \
 	  import KernelSpecManager as K; d = os.path.realpath(K().get_kernel_spec('python3').resource_dir); \
@@ -61,6 +64,10 @@ book: setup data
 
 nbval-baseline: setup data
 	$(PY) -m dcgan book --profile smoke --out tests/notebooks --no-build $(ONLY_ARG)
+
+# the quality gate's thresholds: each book model trained four times longer (long: about an hour on 2 cores)
+reference: setup data
+	$(PY) -m dcgan reference --profile $(PROFILE)
 
 clean-book:
 	rm -rf _build book/*.ipynb book/*.results.json book/results.md

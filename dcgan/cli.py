@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_train_parser(sub)
     add_sample_parser(sub)
+    add_reference_parser(sub)
     return parser
 
 
@@ -241,6 +242,41 @@ def _cmd_sample(args) -> int:
         x = g(z, y)
     save_image(x, args.out, nrow=args.nrow, normalize=True, value_range=(-1, 1))
     print(args.out)
+    return 0
+
+
+# ---------------------------------------------------------------- reference (the quality gate's thresholds)
+
+def add_reference_parser(sub) -> None:
+    from .gate import GATED_MODELS, REFERENCE_FACTOR
+
+    p = sub.add_parser("reference", help="train the quality gate's reference runs and record their plateau",
+                       description="Train each book model --factor times longer than the book does, measure FID, "
+                       "precision and recall over the last fifth of its snapshots, and write them with their "
+                       "provenance to dcgan/gate_references.json (the file dcgan.gate reads).")
+    p.add_argument("--model", nargs="+", default=list(GATED_MODELS), choices=list(GATED_MODELS), metavar="MODEL",
+                   help=f"models to reference (default: all: {', '.join(GATED_MODELS)})")
+    p.add_argument("--profile", default="book", choices=("smoke", "book", "paper"),
+                   help="the profile whose models are referenced (default book)")
+    p.add_argument("--factor", type=int, default=REFERENCE_FACTOR,
+                   help=f"train this many times the profile's epochs (default {REFERENCE_FACTOR})")
+    p.add_argument("--out", help="references file to update (default: dcgan/gate_references.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_reference)
+
+
+def _cmd_reference(args) -> int:
+    from .gate import REFERENCES_PATH, build_reference, write_reference
+
+    if args.factor < 2:
+        print("error: --factor must be at least 2 (a reference trains longer than the run it judges)", file=sys.stderr)
+        return 2
+    out = args.out or REFERENCES_PATH
+    for model in args.model:
+        ref = build_reference(model, args.profile, args.factor, progress=not args.no_progress)
+        write_reference(ref, out)
+        print(f"{model}: plateau FID {ref.fid:.2f} (floor {ref.fid_floor:.2f}), precision {ref.precision:.3f}, "
+              f"recall {ref.recall:.3f} after {ref.epochs} epochs / {ref.steps:,} steps -> {out}", flush=True)
     return 0
 
 

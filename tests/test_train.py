@@ -253,7 +253,7 @@ def test_resolve_precision():
 
 
 def test_presets():
-    for name in ("fashion-mnist-32", "emoji-64"):
+    for name in ("fashion-mnist-32", "emoji-32", "emoji-64"):
         for profile in ("smoke", "book", "paper"):
             c = T.preset(name, profile)
             assert c.batch_size == (64 if profile == "smoke" else 128)
@@ -269,8 +269,22 @@ def test_presets():
         T.preset("imagenet32", "book")
     with pytest.raises(KeyError):
         T.preset("cifar", "book")
-    c = T.preset("emoji-64", "book")
+    c = T.preset("emoji-32", "book")
     assert T.TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    # the book trains on the full training sets (the gate's references are made on the same data)
+    assert T.preset("fashion-mnist-32", "book").subset is None and c.dataset == "emoji"
+    # §8.1's conditional pair differs in BatchNorm's scale and bias only
+    a, b = T.preset("mnist-cond", "book"), T.preset("mnist-cond-noaffine", "book")
+    assert a.model.n_classes == 10 and a.model.bn_affine and not b.model.bn_affine
+    assert a.replace(model={"bn_affine": False}) == b
+    assert T.preset("mnist-cond", "paper").dataset == "mnist"
+
+
+def test_adam_is_the_papers_and_fused():
+    net = torch.nn.Linear(3, 2)
+    opt = T.adam(net, T.TrainConfig())
+    g = opt.param_groups[0]
+    assert (g["lr"], g["betas"], g["fused"]) == (2e-4, (0.5, 0.999), True)
 
 
 def test_sync_bn_needs_gpu(env):
