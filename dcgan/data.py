@@ -599,6 +599,24 @@ def dataset_status(root: str | Path | None = None) -> list[dict]:
     return out
 
 
+# The offline sets decoded and resized once per process (chapter 08 alone loads Fashion-MNIST for each of its runs).
+_OFFLINE_CACHE: dict[tuple, ImageTensorDataset] = {}
+
+
+def _cached_offline(name: str, split: str, image_size: int | None, root: Path, loader) -> ImageTensorDataset:
+    top = root / ("emoji" if name.startswith("emoji") else name)
+    # files (and folders) two levels down, with sizes and mtimes: a re-fetched or changed set is decoded again
+    stamp = tuple(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns)
+                         for f in [top, *top.glob("*"), *top.glob("*/*")] if f.exists()))
+    key = (name, split, image_size, str(root.resolve()), stamp)
+    if key not in _OFFLINE_CACHE:
+        _OFFLINE_CACHE[key] = loader(split, image_size, root)
+    ds = _OFFLINE_CACHE[key]
+    # a new dataset object over the same (never modified in place) tensors, so a caller's changes stay its own
+    return ImageTensorDataset(ds.name, ds.images, ds.labels, list(ds.classes),
+                              {k: list(v) for k, v in ds.attributes.items()})
+
+
 def load_dataset(name: str, split: str = "train", image_size: int | None = None, root: str | Path | None = None,
                  download: bool = True) -> ImageTensorDataset:
     """Load data set ``name`` as a Dataset of ``(image in [-1, 1], label)``.
@@ -616,6 +634,8 @@ def load_dataset(name: str, split: str = "train", image_size: int | None = None,
     if split not in splits:
         raise ValueError(f"data set {name!r} has splits {splits}, not {split!r}")
     root = Path(root) if root is not None else data_root()
+    if name in OFFLINE_DATASETS:
+        return _cached_offline(name, split, image_size, root, loader)
     if name in _DOWNLOADABLE:
         return loader(split, image_size, root, download=download)
     if folder is not None:

@@ -291,3 +291,23 @@ def test_the_data_folder_verifies_when_present():
         if not (data_root() / name).exists():
             pytest.skip(f"{data_root() / name} not fetched")
         assert fd.ensure(name, data_root(), verify_only=True) == "ok"
+
+
+def test_offline_sets_are_decoded_once_per_process_and_again_when_changed(tmp_path, monkeypatch):
+    from conftest import write_fashion_mnist
+
+    write_fashion_mnist(tmp_path)
+    calls = []
+    real = data._LOADERS["fashion-mnist"]
+    monkeypatch.setitem(data._LOADERS, "fashion-mnist", ((lambda *a, **k: calls.append(a) or real[0](*a, **k)), real[1]))
+    a = load_dataset("fashion-mnist", "train", 32, root=tmp_path)
+    b = load_dataset("fashion-mnist", "train", 32, root=tmp_path)
+    assert len(calls) == 1 and a is not b and torch.equal(a.images, b.images)
+    b.classes.append("x")  # a caller's change to its object stays its own
+    assert "x" not in load_dataset("fashion-mnist", "train", 32, root=tmp_path).classes
+    load_dataset("fashion-mnist", "train", 16, root=tmp_path)  # another size is another entry
+    assert len(calls) == 2
+    # a re-fetched file (new size) is decoded again
+    write_fashion_mnist(tmp_path, n=N + 3)
+    c = load_dataset("fashion-mnist", "train", 32, root=tmp_path)
+    assert len(calls) == 3 and len(c) == N + 3
