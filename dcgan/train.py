@@ -32,6 +32,9 @@ import hashlib
 import json
 import math
 import os
+import re
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -155,8 +158,27 @@ def config_key(cfg: TrainConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_name(cfg: TrainConfig) -> str:
-    return f"{cfg.dataset}-{cfg.image_size}-{config_key(cfg)}"
+def _safe_name(dataset: str) -> str:
+    """A data set string as one safe folder-name part: ``folder:/abs/path/imgs`` -> ``folder-imgs``.
+
+    The run and lock names start with it, and a ``/`` there made nested folders; the path
+    itself is in the config, hence in the key, so two folders of the same name stay apart.
+    """
+    if dataset.startswith("folder:"):
+        dataset = "folder-" + os.path.basename(os.path.normpath(dataset[len("folder:"):]))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("._")  # no leading dot: that would hide the folder
+    return safe[:48] or "data"
+
+
+def run_name(cfg: TrainConfig, init_g: str | Path | None = None, init_d: str | Path | None = None) -> str:
+    """The run's folder name under the runs root (and its lock's): safe whatever the data set string is."""
+    key = config_key(cfg)
+    if init_g or init_d:
+        h = hashlib.sha256(key.encode())
+        for p in (init_g, init_d):
+            h.update(Path(p).read_bytes() if p else b"-")
+        key = h.hexdigest()[:16]
+    return f"{_safe_name(cfg.dataset)}-{cfg.image_size}-{key}"
 
 
 # ----------------------------------------------------------------------------- presets
@@ -492,13 +514,7 @@ def train(
     simulates a kill after that many steps (nothing is written at that point).
     """
     root = Path(runs_root) if runs_root is not None else _default_runs_root()
-    key = config_key(cfg)
-    if init_g or init_d:
-        h = hashlib.sha256(key.encode())
-        for p in (init_g, init_d):
-            h.update(Path(p).read_bytes() if p else b"-")
-        key = h.hexdigest()[:16]
-    name = f"{cfg.dataset}-{cfg.image_size}-{key}"
+    name = run_name(cfg, init_g, init_d)
     final = root / name
     if (final / "run.json").is_file():
         return load_run(final)

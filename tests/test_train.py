@@ -278,3 +278,27 @@ def test_sync_bn_needs_gpu(env):
         pytest.skip("has a GPU")
     with pytest.raises(ValueError, match="sync_bn needs GPUs"):
         T.train(tiny_cfg(sync_bn=True), progress=False)
+
+
+# ----------------------------------------------------------------------------- issue 13: reliability
+
+
+def test_folder_dataset_trains_to_the_end(tmp_path):
+    """`folder:/abs/path` once made nested run folders, and os.replace(partial, final) failed at the end."""
+    from conftest import write_image_folder
+
+    imgs = tmp_path / "my pics" / "imgs"
+    write_image_folder(imgs, n=40, classes=(), ext="png")
+    cfg = tiny_cfg(dataset=f"folder:{imgs}", model={"channels": 3}, epochs=1, batch_size=16, subset=None)
+    run = T.train(cfg, runs_root=tmp_path / "runs", progress=False)
+    assert run.steps == 2 and run.dir.parent == tmp_path / "runs"
+    assert run.dir.name == T.run_name(cfg) and run.dir.name.startswith("folder-imgs-16-")
+    assert [p.parent for p in (tmp_path / "runs" / ".locks").iterdir()] == [tmp_path / "runs" / ".locks"]
+    assert list((tmp_path / "runs" / ".partial").iterdir()) == []
+
+
+@pytest.mark.parametrize("dataset", ["folder:/abs/path/imgs", "folder:../rel/x", "folder:/", "a/b\\c:d e", "..x", "/"])
+def test_run_names_are_one_safe_folder_name(dataset):
+    name = T._safe_name(dataset)
+    assert name and "/" not in name and "\\" not in name and not name.startswith(".")
+    assert all(c.isalnum() or c in "._-" for c in name)
