@@ -21,6 +21,7 @@ Files live under ``$DCGAN_DATA`` (default ``<repo>/data``), one folder per set.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -39,6 +40,7 @@ from .paths import data_root
 __all__ = [
     "ImageTensorDataset", "LazyImages", "load_dataset", "available_datasets", "dataset_splits", "dataset_status",
     "DatasetNotFoundError", "UnknownDatasetError", "FETCH_HINT", "PAPER_DATASETS", "OFFLINE_DATASETS",
+    "data_fingerprint",
 ]
 
 FETCH_HINT = "run `make data` (or set DCGAN_DATA to the folder that holds it)"
@@ -597,6 +599,44 @@ def dataset_status(root: str | Path | None = None) -> list[dict]:
         probe = r / _PROBES.get(name, name)
         out.append({"name": name, "path": str(probe), "found": probe.exists()})
     return out
+
+
+# The folder of each set's files under the data root: what data_fingerprint lists.
+_SET_FOLDERS = {"fashion-mnist": "fashion-mnist", "mnist-10k": "mnist-10k", "emoji": "emoji",
+                "emoji-google": "emoji/google", "emoji-twitter": "emoji/twitter",
+                "cifar10": "cifar10/cifar-10-batches-py", "svhn": "svhn", "mnist": "mnist/MNIST/raw",
+                "celeba": "celeba", "imagefolder": "imagefolder", "lsun-bedroom": "lsun", "imagenet32": "imagenet"}
+
+
+def data_fingerprint(name: str, root: str | Path | None = None) -> str:
+    """A cheap fingerprint of data set ``name`` as it is on disk now (part of the training cache key).
+
+    The sha256 of the sorted (relative path, size, mtime) list of the set's files: it stats, reads
+    nothing, so it costs milliseconds for the offline sets (a few checksummed files) and about what
+    listing the folder costs for image folders. Another folder of the same name, files added or
+    replaced, or another ``DCGAN_DATA`` all give another fingerprint; ``"missing"`` when absent.
+    """
+    if name.startswith("folder:"):
+        folder = Path(name[len("folder:"):]).expanduser()
+    elif name in _SET_FOLDERS:
+        folder = (Path(root) if root is not None else data_root()) / _SET_FOLDERS[name]
+    else:
+        raise _unknown(name)
+    if not folder.is_dir():
+        return "missing"
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # like the loaders: hidden folders are not data
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            p = os.path.join(dirpath, f)
+            try:
+                st = os.stat(p)
+            except OSError:  # vanished while listing, or a broken link: the loader will say so
+                continue
+            rows.append(f"{os.path.relpath(p, folder)}\t{st.st_size}\t{st.st_mtime_ns}\n")
+    return hashlib.sha256("".join(sorted(rows)).encode()).hexdigest()[:16]
 
 
 def load_dataset(name: str, split: str = "train", image_size: int | None = None, root: str | Path | None = None,

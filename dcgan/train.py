@@ -11,8 +11,9 @@ trained with the non-saturating loss ``-log D(G(z))``. Around it:
   atomically (tmp file + ``os.replace``) and read with ``weights_only=True``;
   a killed run resumes to bit-identical weights on CPU with
   ``deterministic=True`` (fp32);
-* a cache: :func:`train` on a config that was already trained returns that
-  run (the key hashes the config and :data:`CODE_VERSION`); training happens
+* a cache: :func:`train` on a config that was already trained on the same data
+  returns that run (the key hashes the config, :data:`CODE_VERSION` and a
+  fingerprint of the data's files); training happens
   in ``runs/.partial/<key>`` under a file lock and is renamed into place when
   done, so two processes never train the same config twice;
 * NaN/inf losses raise :class:`TrainingDiverged` (``nan_policy="raise"``) or
@@ -58,6 +59,7 @@ __all__ = [
     "preset",
     "PRESETS",
     "config_key",
+    "cache_key",
     "resolve_precision",
     "save_checkpoint",
     "load_checkpoint",
@@ -129,6 +131,9 @@ class TrainConfig:
             raise ValueError("max_steps must be >= 1 or None")
         if self.subset is not None and self.subset < 1:
             raise ValueError("subset must be >= 1 or None")
+        if self.dataset.startswith("folder:"):  # absolute: the same config names the same folder from any directory
+            path = os.path.abspath(os.path.expanduser(self.dataset[len("folder:"):]))
+            object.__setattr__(self, "dataset", f"folder:{path}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,9 +158,25 @@ class TrainConfig:
 
 
 def config_key(cfg: TrainConfig) -> str:
-    """Short stable hash of the config and the code version (the cache key)."""
+    """Short stable hash of the config and the code version (checkpoints carry it; see :func:`cache_key`)."""
     blob = json.dumps({"code_version": CODE_VERSION, "config": cfg.to_dict()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cache_key(cfg: TrainConfig, init_g: str | Path | None = None, init_d: str | Path | None = None) -> str:
+    """The run cache's key: :func:`config_key`, a fingerprint of the data and of the initial weights.
+
+    The data fingerprint (:func:`dcgan.data.data_fingerprint`: file list, sizes, mtimes) keeps the
+    cache from returning a run trained on other data under the same config text: another folder
+    behind the same name, a changed folder, another ``DCGAN_DATA``.
+    """
+    from .data import data_fingerprint
+
+    h = hashlib.sha256(config_key(cfg).encode())
+    h.update(data_fingerprint(cfg.dataset).encode())
+    for p in (init_g, init_d):
+        h.update(Path(p).read_bytes() if p else b"-")
+    return h.hexdigest()[:16]
 
 
 def _safe_name(dataset: str) -> str:
@@ -172,13 +193,7 @@ def _safe_name(dataset: str) -> str:
 
 def run_name(cfg: TrainConfig, init_g: str | Path | None = None, init_d: str | Path | None = None) -> str:
     """The run's folder name under the runs root (and its lock's): safe whatever the data set string is."""
-    key = config_key(cfg)
-    if init_g or init_d:
-        h = hashlib.sha256(key.encode())
-        for p in (init_g, init_d):
-            h.update(Path(p).read_bytes() if p else b"-")
-        key = h.hexdigest()[:16]
-    return f"{_safe_name(cfg.dataset)}-{cfg.image_size}-{key}"
+    return f"{_safe_name(cfg.dataset)}-{cfg.image_size}-{cache_key(cfg, init_g, init_d)}"
 
 
 # ----------------------------------------------------------------------------- presets

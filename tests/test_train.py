@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import threading
 
 import numpy as np
@@ -302,3 +303,56 @@ def test_run_names_are_one_safe_folder_name(dataset):
     name = T._safe_name(dataset)
     assert name and "/" not in name and "\\" not in name and not name.startswith(".")
     assert all(c.isalnum() or c in "._-" for c in name)
+
+
+def test_cache_never_returns_a_run_trained_on_other_data(tmp_path, monkeypatch):
+    """`folder:clean` from another directory returned the run trained on the other `clean` folder."""
+    from conftest import write_image_folder
+
+    for d, seed in (("a", 1), ("b", 2)):
+        write_image_folder(tmp_path / d / "clean", n=40, classes=(), ext="png", seed=seed)
+    runs = tmp_path / "runs"
+
+    def cfg():
+        return tiny_cfg(dataset="folder:clean", model={"channels": 3}, epochs=1, batch_size=16, subset=None)
+
+    monkeypatch.chdir(tmp_path / "a")
+    cfg_a = cfg()
+    assert cfg_a.dataset == f"folder:{tmp_path / 'a' / 'clean'}"  # resolved: the config names the folder
+    run_a = T.train(cfg_a, runs_root=runs, progress=False)
+    assert run_a.config.dataset == cfg_a.dataset
+
+    def boom(*a, **k):
+        raise AssertionError("trains")
+
+    monkeypatch.setattr(T, "_train_in", boom)
+    assert T.train(cfg_a, runs_root=runs, progress=False).dir == run_a.dir  # same folder, same data: cached
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(AssertionError, match="trains"):  # the other `clean`: a new run, not run_a
+        T.train(cfg(), runs_root=runs, progress=False)
+    # The same folder with a file replaced is other data too.
+    key = T.cache_key(cfg_a)
+    img = sorted((tmp_path / "a" / "clean").iterdir())[0]
+    st = img.stat()
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert T.cache_key(cfg_a) != key
+
+
+def test_data_fingerprint_is_cheap_and_tracks_the_offline_sets(env, tmp_path, monkeypatch):
+    import builtins
+
+    from dcgan.data import data_fingerprint
+
+    cfg = tiny_cfg()
+    key = T.cache_key(cfg)
+    assert T.cache_key(cfg) == key  # stable
+    write_fashion(tmp_path / "other", seed=1)  # the same set name, other files
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "other"))
+    assert T.cache_key(cfg) != key
+    assert data_fingerprint("fashion-mnist", tmp_path / "nowhere") == "missing"
+
+    def no_reading(*a, **k):
+        raise AssertionError("the fingerprint reads files")
+
+    monkeypatch.setattr(builtins, "open", no_reading)  # it stats, never reads
+    assert data_fingerprint("fashion-mnist") == data_fingerprint("fashion-mnist", tmp_path / "other")
