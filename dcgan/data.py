@@ -272,11 +272,14 @@ def _emoji(split: str, image_size: int | None, root: Path, vendors: tuple[str, .
 
 # ---------------------------------------------------------------- the paper's sets: small ones, in memory
 
-def _torchvision_set(name: str, cls, root: Path, download: bool, files: list[Path], how: str, **kw):
+def _torchvision_set(name: str, cls, root: Path, download: bool, files: dict[Path, str | None], how: str, **kw):
     """Build a torchvision data set, downloading it when its files are missing and ``download`` is set.
 
-    torchvision's own md5 checks are replaced by an existence check (see :func:`_exists_only`):
-    corrupt files still fail, when they are parsed, with a :class:`DatasetNotFoundError`.
+    ``files`` maps each file the set reads to the md5 torchvision records for it (None: none
+    recorded). Every recorded md5 is checked before a file is parsed (CIFAR-10's batches are
+    pickles: a planted file would run code), unless ``DCGAN_SKIP_MD5=1`` (the tests' fixtures,
+    which hold other bytes). torchvision's own check is then only "the files exist"
+    (:func:`_exists_only`), so that the error names the file and the fix.
     """
     missing = [p for p in files if not p.exists()]
     if missing and download:
@@ -289,6 +292,7 @@ def _torchvision_set(name: str, cls, root: Path, download: bool, files: list[Pat
         missing = [p for p in files if not p.exists()]
     if missing:
         raise DatasetNotFoundError(f"data set {name!r} not found: looked for {missing[0]}; {how}")
+    _check_md5(name, files)
     try:
         return _exists_only(cls)(str(root), download=False, **kw)
     except Exception as e:
@@ -296,8 +300,34 @@ def _torchvision_set(name: str, cls, root: Path, download: bool, files: list[Pat
                                    f"delete it and {how}") from e
 
 
+_MD5_OK: set[tuple] = set()  # (path, size, mtime, md5) already checked in this process
+
+
+def _check_md5(name: str, files: dict[Path, str | None]) -> None:
+    """Refuse a file whose md5 is not the one torchvision records (``DCGAN_SKIP_MD5=1``: fixtures opt out)."""
+    if os.environ.get("DCGAN_SKIP_MD5") == "1":
+        return
+    from torchvision.datasets.utils import calculate_md5
+
+    for path, md5 in files.items():
+        if md5 is None:
+            continue
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, md5)
+        if key in _MD5_OK:
+            continue
+        got = calculate_md5(path)
+        if got != md5:
+            raise DatasetNotFoundError(
+                f"{path} fails its md5 check (expected {md5}, got {got}): it is corrupt or not the file torchvision "
+                f"publishes, so it is not loaded. Delete {path.parent} and run `python -m dcgan data {name}` to "
+                f"download it again (DCGAN_DATA sets the data folder)"
+            )
+        _MD5_OK.add(key)
+
+
 def _exists_only(cls):
-    """A subclass of a torchvision set whose integrity check is "the files exist" (fixtures have other md5s)."""
+    """A subclass of a torchvision set whose integrity check is "the files exist" (:func:`_check_md5` ran first)."""
 
     class Checked(cls):
         def _check_integrity(self) -> bool:
@@ -327,7 +357,9 @@ def _cifar10(split: str, image_size: int | None, root: Path, download: bool = Tr
 
     size = _check_size("cifar10", image_size, 32)
     d = root / "cifar10"
-    files = [d / CIFAR10.base_folder / f for f, _ in (CIFAR10.train_list if split == "train" else CIFAR10.test_list)]
+    listed = (CIFAR10.train_list if split == "train" else CIFAR10.test_list) + [[CIFAR10.meta["filename"],
+                                                                                   CIFAR10.meta["md5"]]]
+    files = {d / CIFAR10.base_folder / f: md5 for f, md5 in listed}
     ds = _torchvision_set("cifar10", CIFAR10, d, download, files, _get_hint("cifar10", d), train=split == "train")
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     return ImageTensorDataset("cifar10", resize_uint8(images, size), torch.tensor(ds.targets), list(ds.classes))
@@ -338,7 +370,7 @@ def _svhn(split: str, image_size: int | None, root: Path, download: bool = True)
 
     size = _check_size("svhn", image_size, 32)
     d = root / "svhn"
-    files = [d / SVHN.split_list[split][1]]
+    files = {d / SVHN.split_list[split][1]: SVHN.split_list[split][2]}
     ds = _torchvision_set("svhn", SVHN, d, download, files, _get_hint("svhn", d), split=split)
     images = torch.from_numpy(np.ascontiguousarray(ds.data))
     return ImageTensorDataset("svhn", resize_uint8(images, size), torch.from_numpy(ds.labels.astype(np.int64)),
@@ -351,7 +383,8 @@ def _mnist(split: str, image_size: int | None, root: Path, download: bool = True
     size = _check_size("mnist", image_size, 32)
     d = root / "mnist"
     prefix = "train" if split == "train" else "t10k"
-    files = [d / "MNIST" / "raw" / f"{prefix}-{k}" for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    # torchvision records md5s of the .gz downloads only; the raw idx files are parsed, never unpickled.
+    files = {d / "MNIST" / "raw" / f"{prefix}-{k}": None for k in ("images-idx3-ubyte", "labels-idx1-ubyte")}
     ds = _torchvision_set("mnist", MNIST, d, download, files, _get_hint("mnist", d), train=split == "train")
     images = resize_uint8(ds.data[:, None].contiguous(), size)
     return ImageTensorDataset("mnist", images, ds.targets.long(), [str(i) for i in range(10)])
