@@ -16,8 +16,9 @@ trained with the non-saturating loss ``-log D(G(z))``. Around it:
   fingerprint of the data's files); training happens
   in ``runs/.partial/<key>`` under a file lock and is renamed into place when
   done, so two processes never train the same config twice;
-* NaN/inf losses raise :class:`TrainingDiverged` (``nan_policy="raise"``) or
-  end the run marked ``diverged`` (``"stop"``), never stepping on a bad loss;
+* NaN/inf losses, exploded ones (|loss| > 1e4) and a G saturated at +-1 raise
+  :class:`TrainingDiverged` (``nan_policy="raise"``) or end the run marked
+  ``diverged`` (``"stop"``), so a blown-up run is never cached as a good one;
 * fast paths: bf16 autocast + channels_last on CPUs with bf16 support, CUDA
   autocast on a GPU, optional ``torch.compile``; DDP when launched by
   ``torchrun`` (DistributedSampler, rank-0 logging/checkpoints, optional
@@ -77,7 +78,7 @@ CODE_VERSION = 1
 
 
 class TrainingDiverged(FloatingPointError):
-    """A loss became NaN/inf (nan_policy="raise"); the last good checkpoint is kept."""
+    """A loss became NaN/inf or exploded, or G saturated (nan_policy="raise"); earlier checkpoints are kept."""
 
 
 class SimulatedKill(RuntimeError):
@@ -546,6 +547,10 @@ def train(
         was_det = torch.are_deterministic_algorithms_enabled()
         try:
             finished = _train_in(cfg, partial, progress, dist, init_g, init_d, device, _stop_after)
+        except BaseException:
+            if dist.main:
+                _drop_unresumable(partial)
+            raise
         finally:
             torch.use_deterministic_algorithms(was_det)
         _barrier(dist)
@@ -555,6 +560,12 @@ def train(
             os.replace(partial, final)
         _barrier(dist)
     return load_run(final)
+
+
+def _drop_unresumable(partial: Path) -> None:
+    """Remove a failed attempt's folder when it holds no checkpoint (nothing to resume; no empty leftovers)."""
+    if not any((partial / "ckpt").glob("step_*.pt")):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _batches(n: int, batch: int, epoch: int, seed: int, dist: _Dist) -> list[torch.Tensor]:
@@ -623,6 +634,59 @@ def _ranks_in_sync(dist: _Dist, *nets: nn.Module) -> bool:
     if not torch.equal(lo, hi):
         raise RuntimeError(f"DDP ranks ended with different parameters (checksums {lo.tolist()} vs {hi.tolist()})")
     return True
+
+
+# A step blew up when a loss passes this. BCE on a logit l that is wrong costs about |l|, so 1e4
+# means D's logits reached 1e4: its weights exploded (lr 1e6 gives 1e13 from step 2). Healthy runs
+# stay below ~20 (D winning: loss_g 10-15 for a while); even lr 1 peaks near 200.
+_LOSS_BLOWUP = 1e4
+# G is dead when this share of its output values is exactly +-1: tanh is saturated there, its gradient
+# is 0, and G cannot learn again (lr 1e6: 100%). Healthy G's on the book's data keep far fewer at +-1
+# (tiny runs at lr 2e-4: 0%, lr 0.1: <2%); even binary-looking MNIST has anti-aliased edges.
+_SATURATED_SHARE = 0.999
+
+
+def _check_blowup(loss_d: float, loss_g: float) -> str | None:
+    """Why this step's losses end the run (non-finite, or exploded past :data:`_LOSS_BLOWUP`), or None."""
+    if not (math.isfinite(loss_d) and math.isfinite(loss_g)):
+        return "loss became non-finite"
+    if max(abs(loss_d), abs(loss_g)) > _LOSS_BLOWUP:
+        return f"loss exploded past {_LOSS_BLOWUP:g} (the weights blew up)"
+    return None
+
+
+def _g_saturated(G: nn.Module, z: torch.Tensor, y: torch.Tensor | None, device) -> str | None:
+    """Why G is dead (its output saturated at exactly +-1 almost everywhere), or None.
+
+    Measured on the fixed noise with batch statistics, as G trains (the running statistics of an
+    early G are poorly calibrated, so eval mode would mislead), without updating them: the run's
+    state stays bit-identical with or without this probe.
+    """
+    g = _unwrap(G)
+    bns = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    was = g.training
+    try:
+        for m in bns:
+            m.track_running_stats = False  # batch statistics; running ones left alone
+        g.train()
+        with torch.no_grad():
+            x = g(z.to(device), y.to(device) if y is not None else None)
+    finally:
+        for m in bns:
+            m.track_running_stats = True
+        g.train(was)
+    share = float((x.float().abs() >= 1.0).float().mean())
+    if share >= _SATURATED_SHARE:
+        return f"G's output saturated ({share:.1%} of its values are exactly +-1, where tanh passes no gradient)"
+    return None
+
+
+def _kept_note(ckpt_dir: Path) -> str:
+    """What is left to resume from, said truthfully (nothing when it failed before the first checkpoint)."""
+    ckpts = sorted(ckpt_dir.glob("step_*.pt")) if ckpt_dir.exists() else []
+    if ckpts:
+        return f"the last checkpoint before it ({ckpts[-1].name}) is kept in {ckpt_dir}"
+    return "it failed before the first checkpoint, so there is none to resume from"
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -829,13 +893,16 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
             st = gan_step(G, D, optG, optD, real, z, y, device=device, precision=precision, nets=(Gt, Dt),
                           freeze_d=not dist.on)
             ld, lg = st["loss_d"], st["loss_g"]
-            if not (math.isfinite(ld) and math.isfinite(lg)):
+            why = _check_blowup(ld, lg)
+            if why is None and ((step + 1) % steps_per_epoch == 0 or step + 1 == total
+                                or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0)):
+                why = _g_saturated(G, fixed_z, fixed_y, device)  # before each save: a dead G is never kept as good
+            if why is not None:
                 if cfg.nan_policy == "raise":
                     bar.close()
                     raise TrainingDiverged(
-                        f"loss became non-finite at step {step} (loss_d={ld}, loss_g={lg}); the last good checkpoint "
-                        f"is kept in {ckpt_dir}. Lower lr, use precision='fp32', or nan_policy='stop' to end the run "
-                        "marked diverged"
+                        f"{why} at step {step} (loss_d={ld:.4g}, loss_g={lg:.4g}); {_kept_note(ckpt_dir)}. Lower lr, "
+                        "use precision='fp32', or nan_policy='stop' to end the run marked diverged"
                     )
                 diverged = True
                 break

@@ -356,3 +356,43 @@ def test_data_fingerprint_is_cheap_and_tracks_the_offline_sets(env, tmp_path, mo
 
     monkeypatch.setattr(builtins, "open", no_reading)  # it stats, never reads
     assert data_fingerprint("fashion-mnist") == data_fingerprint("fashion-mnist", tmp_path / "other")
+
+
+def test_blown_up_run_stops_and_is_never_cached_as_good(env, monkeypatch):
+    """lr 1e6: losses of 1e13 from step 2 and a saturated G were saved as a normal run."""
+    cfg = tiny_cfg(lr=1e6)
+    with pytest.raises(T.TrainingDiverged, match=r"loss exploded .* at step 1 .*none to resume from"):
+        T.train(cfg, progress=False)
+    assert not (env / "runs" / T.run_name(cfg)).exists()
+    with pytest.raises(T.TrainingDiverged, match=r"\(step_00000001.pt\) is kept"):  # a checkpoint after step 1
+        T.train(cfg.replace(ckpt_every=1), progress=False)
+    stopped = T.train(cfg.replace(nan_policy="stop"), progress=False)
+    assert stopped.diverged and stopped.steps == 1  # cached as diverged, not as a finished run
+    # Explosion aside, G's output is saturated at +-1: the probe before each save catches that alone.
+    monkeypatch.setattr(T, "_LOSS_BLOWUP", float("inf"))
+    with pytest.raises(T.TrainingDiverged, match="G's output saturated"):
+        T.train(tiny_cfg(lr=1e6, seed=1), progress=False)
+
+
+def test_divergence_message_says_what_is_kept(env):
+    """lr 1e30 said "the last good checkpoint is kept" when there was none."""
+    cfg = tiny_cfg(lr=1e30)
+    with pytest.raises(T.TrainingDiverged) as e:
+        T.train(cfg, progress=False)
+    msg = str(e.value)
+    assert "is kept" not in msg and "none to resume from" in msg
+    assert list((env / "runs" / ".partial").iterdir()) == []  # nothing to resume: no leftover folder
+
+
+def test_saturation_probe_is_exact_and_leaves_the_state_alone():
+    cfg = ModelConfig(image_size=16, channels=1, nz=8, ngf=8, ndf=8)
+    g = Generator(cfg)
+    z = torch.rand(16, 8) * 2 - 1
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    assert T._g_saturated(g, z, None, "cpu") is None
+    assert _same_state(before, g.state_dict()) and g.training  # running stats and mode untouched
+    with torch.no_grad():
+        g.out[0].weight.mul_(1e6)  # what lr 1e6 does to the last layer
+    assert "saturated" in T._g_saturated(g.eval(), z, None, "cpu") and not g.training
+    assert T._check_blowup(1.4, 15.0) is None and T._check_blowup(0.0, 30.0) is None  # D winning is healthy
+    assert "exploded" in T._check_blowup(4.6e13, 1.1e14) and "non-finite" in T._check_blowup(1.0, float("nan"))
