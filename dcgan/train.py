@@ -86,7 +86,7 @@ class SimulatedKill(RuntimeError):
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is unreadable, truncated or not one of ours."""
+    """A checkpoint file is unreadable, truncated or not one of ours, or could not be written (full disk)."""
 
 
 @dataclass(frozen=True)
@@ -288,6 +288,18 @@ def _autocast(device: torch.device, precision: str):
 # ----------------------------------------------------------------------------- checkpoints
 
 
+def _write_failed(path: Path, e: BaseException) -> CheckpointError:
+    """A write error that names the file and the free space (a full disk made torch say "unexpected pos")."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return CheckpointError(
+        f"could not write {path} ({type(e).__name__}: {e}); {free} on its disk ({path.parent}). Free some space "
+        "(or point DCGAN_RUNS at a larger disk) and run again: training resumes from the last complete checkpoint"
+    )
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -296,6 +308,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # ENOSPC, or torch's "unexpected pos" on a full disk
+        raise _write_failed(path, e) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -615,8 +629,13 @@ def _save_grid(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None, path: Path
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _write_failed(path, e) from e
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves no temporary file behind
 
 
 def _ranks_in_sync(dist: _Dist, *nets: nn.Module) -> bool:

@@ -210,7 +210,7 @@ def test_atomic_save_leaves_previous_file_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError):
+    with pytest.raises(T.CheckpointError):
         T.save_checkpoint(p, {"step": 2})
     monkeypatch.undo()
     assert T.load_checkpoint(p)["step"] == 1
@@ -396,3 +396,39 @@ def test_saturation_probe_is_exact_and_leaves_the_state_alone():
     assert "saturated" in T._g_saturated(g.eval(), z, None, "cpu") and not g.training
     assert T._check_blowup(1.4, 15.0) is None and T._check_blowup(0.0, 30.0) is None  # D winning is healthy
     assert "exploded" in T._check_blowup(4.6e13, 1.1e14) and "non-finite" in T._check_blowup(1.0, float("nan"))
+
+
+def test_full_disk_names_the_file_and_the_free_space(tmp_path, monkeypatch):
+    """A checkpoint write on a full disk raised torch's bare "unexpected pos 131200 vs 131092"."""
+    p = tmp_path / "ckpt" / "step_00000002.pt"
+    p.parent.mkdir()
+    T.save_checkpoint(p.with_name("step_00000001.pt"), {"step": 1})
+
+    def full_disk(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 half a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 131200 vs 131092")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(T.CheckpointError, match=r"could not write .*step_00000002.pt .*unexpected pos.* MiB free"):
+        T.save_checkpoint(p, {"step": 2})
+    assert sorted(x.name for x in p.parent.iterdir()) == ["step_00000001.pt"]  # no partial file, the previous intact
+
+
+def test_metrics_log_leaves_no_temporary_file_on_failure(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    log = tmp_path / "metrics.jsonl"
+    T._write_jsonl(log, [{"step": 1}])
+    real = Path.write_text
+
+    def full_disk(self, text, *a, **k):
+        real(self, text[:5])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(T.CheckpointError, match=r"metrics.jsonl .*No space left.* MiB free"):
+        T._write_jsonl(log, [{"step": 1}, {"step": 2}])
+    monkeypatch.undo()
+    assert [x.name for x in tmp_path.iterdir()] == ["metrics.jsonl"] and log.read_text() == '{"step": 1}\n'
