@@ -40,7 +40,7 @@ from .paths import data_root
 __all__ = [
     "ImageTensorDataset", "LazyImages", "load_dataset", "available_datasets", "dataset_splits", "dataset_status",
     "DatasetNotFoundError", "UnknownDatasetError", "FETCH_HINT", "PAPER_DATASETS", "OFFLINE_DATASETS",
-    "data_fingerprint",
+    "data_fingerprint", "unreadable_images",
 ]
 
 FETCH_HINT = "run `make data` (or set DCGAN_DATA to the folder that holds it)"
@@ -120,9 +120,9 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 def _check_size(name: str, image_size: int | None, native: int) -> int:
     if image_size is None:
         return native
-    if image_size < 8 or image_size & (image_size - 1):
+    if image_size < 16 or image_size & (image_size - 1):  # what the models accept (ModelConfig)
         raise ValueError(
-            f"{name}: image_size={image_size} is not a power of two; the DCGAN nets halve it down to 4x4, "
+            f"{name}: image_size={image_size} is not a power of two >= 16; the DCGAN nets halve it down to 4x4, "
             "so use 16, 32, 64, ..."
         )
     return image_size
@@ -438,6 +438,28 @@ class LazyImages:
 
     def float(self) -> torch.Tensor:
         raise TypeError("these images are decoded on access; index a batch first (images[idx]) or use as_float(idx)")
+
+
+def unreadable_images(ds: "ImageTensorDataset", threads: int | None = None) -> list[tuple[str, str]]:
+    """Decode every image of a set that decodes on access; ``(image, why)`` for each one that fails.
+
+    Training would hit a broken file only when its batch comes up, possibly hours in; this finds
+    them all up front (``dcgan data NAME --verify``). Sets held in memory were decoded on loading.
+    """
+    if not isinstance(ds.images, LazyImages):
+        return []
+    imgs = ds.images
+
+    def one(key):
+        try:
+            imgs.decode(key)
+            return None
+        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, ... on a broken file
+            why = str(e).replace(f"corrupt or unreadable image {key} ", "")
+            return (key.decode(errors="replace") if isinstance(key, bytes) else str(key), why)
+
+    with ThreadPoolExecutor(threads or imgs.threads) as ex:  # PIL decodes without the GIL
+        return [r for r in ex.map(one, imgs.keys) if r is not None]
 
 
 def _open_image(path) -> "Image.Image":

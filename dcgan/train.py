@@ -70,6 +70,7 @@ __all__ = [
     "cpu_supports_bf16",
     "SimulatedKill",
     "load_discriminator",
+    "validate",
 ]
 
 # Bump when a change to the training code changes what a config trains to:
@@ -319,18 +320,23 @@ def save_checkpoint(path: Path, state: dict) -> None:
     _atomic_save({"format": "dcgan-ckpt", "code_version": CODE_VERSION, **state}, path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint with ``weights_only=True``; a damaged file raises :class:`CheckpointError`."""
-    path = Path(path)
+def _read_weights(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` (no pickled code runs); a damaged file raises :class:`CheckpointError`."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, ...
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); delete it to fall back "
             "to the previous checkpoint, or delete the run folder to start over"
         ) from e
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint with ``weights_only=True``; a damaged file raises :class:`CheckpointError`."""
+    path = Path(path)
+    state = _read_weights(path)
     if not isinstance(state, dict) or state.get("format") not in ("dcgan-ckpt", "dcgan-net"):
         raise CheckpointError(f"{path} is not a dcgan checkpoint (no 'format' key)")
     return state
@@ -351,12 +357,26 @@ def _unwrap(net: nn.Module) -> nn.Module:
     return getattr(net, "_orig_mod", net)
 
 
+def _is_plain_state_dict(state: Any) -> bool:
+    """A bare state_dict (pytorch/examples saves ``netG.state_dict()`` as ``netG_epoch_N.pth``)."""
+    return isinstance(state, dict) and bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
 def load_generator(path: str | Path) -> Generator:
-    """A generator (CPU, fp32, eval mode) from ``G.pt``, a snapshot, a training checkpoint or a run folder."""
+    """A generator (CPU, fp32, eval mode) from ``G.pt``, a snapshot, a training checkpoint or a run folder.
+
+    Also from pytorch/examples' ``netG_epoch_N.pth`` (a bare state_dict): the architecture is
+    inferred from the tensor shapes, and ``z_dist`` is ``"normal"`` because pytorch/examples draws
+    z from N(0, 1); such a generator has ``from_examples = True``.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "G.pt"
-    state = load_checkpoint(path)
+    state = _read_weights(path)
+    if _is_plain_state_dict(state):
+        return _examples_generator(state, path)
+    if not isinstance(state, dict) or state.get("format") not in ("dcgan-ckpt", "dcgan-net"):
+        raise CheckpointError(f"{path} is not a dcgan checkpoint (no 'format' key) nor a bare state_dict")
     if state.get("format") == "dcgan-ckpt" and "model_config" in state:
         sd = state["G"]
     elif state.get("format") == "dcgan-net" and state.get("kind", "G") == "G":
@@ -368,32 +388,105 @@ def load_generator(path: str | Path) -> Generator:
     return g.eval()
 
 
+def _examples_generator(sd: dict, path: Path) -> Generator:
+    """A generator for a bare state_dict, its nz/ngf/nc/image size read off the conv weights' shapes."""
+    shapes = _shape_config(sd, "G")
+    try:
+        cfg = ModelConfig(z_dist="normal", **shapes)  # pytorch/examples: z ~ N(0, 1)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is a bare state_dict but not a DCGAN generator ({e})") from e
+    g = Generator(cfg)
+    mapped = _examples_to_ours(sd, g.state_dict())
+    _check_fits(mapped, g.state_dict(), "G", path, cfg, shapes)
+    g.load_state_dict(mapped)
+    g.from_examples = True
+    return g.eval()
+
+
+def _shape_config(sd: dict, kind: str) -> dict:
+    """The ModelConfig fields a DCGAN state_dict's conv weights give away (``{}`` when it has too few).
+
+    G's transposed convs have weights (in, out, 4, 4): (nz, 8 ngf) first, (ngf, nc) last; D's
+    convs (out, in, 4, 4): (ndf, nc) first. Each conv doubles or halves: size = 4 * 2 ** (convs - 1).
+    """
+    convs = [v for v in sd.values() if isinstance(v, torch.Tensor) and v.dim() == 4]
+    if len(convs) < 3:
+        return {}
+    size = 2 ** (len(convs) + 1)
+    if kind == "G":
+        return {"image_size": size, "channels": convs[-1].shape[1], "nz": convs[0].shape[0], "ngf": convs[-1].shape[0]}
+    return {"image_size": size, "channels": convs[0].shape[1], "ndf": convs[0].shape[0]}
+
+
+_FLAGS = {"image_size": "--imageSize", "channels": "--nc", "nz": "--nz", "ngf": "--ngf", "ndf": "--ndf",
+          "n_classes": "--n-classes"}
+
+
+def _check_fits(sd: dict, ref: dict, kind: str, path: Path, cfg: ModelConfig, theirs: dict) -> None:
+    """Raise a :class:`CheckpointError` naming both shapes and the setting to change when ``sd`` does not fit."""
+    if list(sd) == list(ref) and all(sd[k].shape == ref[k].shape for k in ref):
+        return
+    pairs = list(zip(sd.items(), ref.items()))
+    bad = next(((a, b) for a, b in pairs if a[1].shape != b[1].shape), None)
+    if bad is not None:
+        (ka, va), (kb, vb) = bad
+        what = f"its {ka} has shape {tuple(va.shape)} where this {kind} has {kb} of shape {tuple(vb.shape)}"
+    else:
+        what = f"it holds {len(sd)} tensors where this {kind} has {len(ref)} (first names: {next(iter(sd))}, {next(iter(ref))})"
+    diff = {k: v for k, v in theirs.items() if k in _FLAGS and getattr(cfg, k) != v}
+    if diff:
+        fix = (f"it was trained with {', '.join(f'{k}={v}' for k, v in diff.items())}: set "
+               + " ".join(f"{_FLAGS[k]} {v}" for k, v in diff.items()))
+    else:
+        fix = "build the model with the settings it was trained with"
+    raise CheckpointError(f"{path} does not fit this {kind}: {what}; {fix}")
+
+
 def _init_state(path: str | Path, kind: str, net: nn.Module) -> dict:
     """Weights to start from: our G.pt/D.pt/checkpoints, or a plain state_dict (pytorch/examples' netG.pth)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no initial {kind} weights at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot read initial {kind} weights {path} ({type(e).__name__}: {e})") from e
-    if isinstance(state, dict) and state.get("format") == "dcgan-net":
-        return state["state_dict"]
-    if isinstance(state, dict) and state.get("format") == "dcgan-ckpt":
-        return state[kind]
-    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        return _examples_to_ours(state, kind, net.state_dict())
-    raise CheckpointError(f"{path} holds no {kind} state_dict")
+    ref = net.state_dict()
+    if isinstance(state, dict) and state.get("format") in ("dcgan-net", "dcgan-ckpt"):
+        sd = state["state_dict"] if state["format"] == "dcgan-net" else state.get(kind)
+        theirs = state.get("model_config") or {}
+    elif _is_plain_state_dict(state):
+        sd, theirs = _examples_to_ours(state, ref), _shape_config(state, kind)
+    else:
+        sd = None
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path} holds no {kind} state_dict")
+    _check_fits(sd, ref, kind, path, net.cfg, theirs)
+    return sd
 
 
-def _examples_to_ours(sd: dict, kind: str, ref: dict) -> dict:
+def _examples_to_ours(sd: dict, ref: dict) -> dict:
     """pytorch/examples' dcgan names layers ``main.N.*``; ours are already in that order, so map by position."""
-    if not any(k.startswith("main.") for k in sd):
-        return sd
-    if len(ref) != len(sd):
-        raise CheckpointError(f"the {kind} state_dict has {len(sd)} entries, ours {len(ref)}: not the same architecture")
-    out = dict(zip(ref, sd.values()))
-    bad = [k for k in ref if ref[k].shape != out[k].shape]
-    if bad:
-        raise CheckpointError(f"the {kind} state_dict does not fit this architecture (first mismatch: {bad[0]})")
-    return out
+    if not any(k.startswith("main.") for k in sd) or len(sd) != len(ref):
+        return sd  # not theirs, or another architecture: _check_fits says how it differs
+    return dict(zip(ref, sd.values()))
+
+
+def validate(cfg: TrainConfig, init_g: str | Path | None = None, init_d: str | Path | None = None) -> None:
+    """Check what can fail before training, before anything is written: the data set name and split,
+    a ``folder:`` that exists, initial weights that exist and fit (nets built on the meta device: no cost)."""
+    from .data import DatasetNotFoundError, dataset_splits
+
+    splits = dataset_splits(cfg.dataset)  # UnknownDatasetError for a name not in the registry
+    if cfg.split not in splits:
+        raise ValueError(f"data set {cfg.dataset!r} has splits {', '.join(splits)}, not {cfg.split!r}")
+    if cfg.dataset.startswith("folder:") and not os.path.isdir(cfg.dataset[len("folder:"):]):
+        raise DatasetNotFoundError(f"data set {cfg.dataset!r}: there is no folder {cfg.dataset[len('folder:'):]}")
+    for p, kind, cls in ((init_g, "G", Generator), (init_d, "D", Discriminator)):
+        if p:
+            with torch.device("meta"):
+                net = cls(cfg.model)
+            _init_state(p, kind, net)
 
 
 def load_discriminator(path: str | Path) -> Discriminator:
@@ -518,7 +611,12 @@ def _barrier(d: _Dist) -> None:
 def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # say why nothing seems to happen, then wait
+            print(f"waiting for another process that is training the same config (lock {path}); its run will be "
+                  "used when it finishes", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -544,6 +642,7 @@ def train(
     simulates a kill after that many steps (nothing is written at that point).
     """
     root = Path(runs_root) if runs_root is not None else _default_runs_root()
+    validate(cfg, init_g, init_d)  # before any folder is made: a bad input leaves nothing behind
     name = run_name(cfg, init_g, init_d)
     final = root / name
     if (final / "run.json").is_file():

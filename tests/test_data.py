@@ -126,7 +126,7 @@ def test_unknown_name_lists_the_known_ones():
     assert isinstance(e.value, KeyError)  # backward compatible
 
 
-@pytest.mark.parametrize("size", [48, 100, 4])
+@pytest.mark.parametrize("size", [48, 100, 4, 8])  # 8: the models refuse it, so does the data
 def test_bad_image_size_says_so(size, data_dir):
     with pytest.raises(ValueError, match=f"image_size={size}.*power of two"):
         load_dataset("fashion-mnist", "train", image_size=size)

@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -432,3 +433,34 @@ def test_metrics_log_leaves_no_temporary_file_on_failure(tmp_path, monkeypatch):
         T._write_jsonl(log, [{"step": 1}, {"step": 2}])
     monkeypatch.undo()
     assert [x.name for x in tmp_path.iterdir()] == ["metrics.jsonl"] and log.read_text() == '{"step": 1}\n'
+
+
+def test_a_run_waiting_on_another_says_so(tmp_path, capsys):
+    lock, got = tmp_path / ".locks" / "x.lock", []
+
+    def other():
+        with T._file_lock(lock):
+            got.append("in")
+
+    with T._file_lock(lock):  # this one trains
+        t = threading.Thread(target=other)
+        t.start()
+        for _ in range(300):
+            err = capsys.readouterr().err
+            if err:
+                break
+            time.sleep(0.1)
+        assert "waiting for another process that is training the same config" in err and str(lock) in err
+        assert got == []
+    t.join()
+    assert got == ["in"]
+
+
+def test_bad_inputs_fail_before_any_folder_is_made(env):
+    from dcgan.data import UnknownDatasetError
+
+    with pytest.raises(UnknownDatasetError, match="nonsense"):
+        T.train(tiny_cfg(dataset="nonsense"), progress=False)
+    with pytest.raises(T.CheckpointError, match="no initial G weights"):
+        T.train(tiny_cfg(), progress=False, init_g=env / "missing.pth")
+    assert not (env / "runs" / ".partial").exists()
