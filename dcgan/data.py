@@ -15,7 +15,10 @@ training on 2 CPU cores is never data-bound. The large ones (LSUN, CelebA, Image
 folders) hold a :class:`LazyImages` instead: it indexes like the uint8 tensor
 (``images[i]``, ``images[idx]``, ``images[:n]``, ``images.shape``) and decodes on access.
 
-Files live under ``$DCGAN_DATA`` (default ``<repo>/data``), one folder per set.
+Files live under ``$DCGAN_DATA`` (default ``<repo>/data``), one folder per set. The torchvision
+sets' files must match the md5s torchvision records before they are parsed (``DCGAN_SKIP_MD5=1``
+opts out, for test fixtures); :func:`data_fingerprint` (file list, sizes, mtimes) goes into the
+training cache key.
 """
 
 from __future__ import annotations
