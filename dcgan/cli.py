@@ -87,15 +87,15 @@ def _cmd_data(args) -> int:
                   file=sys.stderr)
             return 1
         return subprocess.call([sys.executable, str(script), "--dest", str(data_root())])
+    if args.image_size is not None and not _power_of_two_16(args.image_size):
+        raise UsageError(f"--image-size must be a power of two >= 16 (the DCGAN nets halve it down to 4x4), "
+                         f"got {args.image_size}")
     if args.name is None:
         if args.verify:
             raise UsageError("--verify needs a data set name, e.g. `dcgan data folder:/path/to/images --verify`")
         for row in data.dataset_status():
             print(f"{row['name']:<16} {'found' if row['found'] else 'missing':<8} {row['path']}")
         return 0
-    if args.image_size is not None and not _power_of_two_16(args.image_size):
-        raise UsageError(f"--image-size must be a power of two >= 16 (the DCGAN nets halve it down to 4x4), "
-                         f"got {args.image_size}")
     try:
         splits = [args.split] if args.split else list(data.dataset_splits(args.name))
         if args.verify and not args.split and "all" in splits:

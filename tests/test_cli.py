@@ -134,8 +134,7 @@ def test_sample_reads_pytorch_examples_weights(tmp_path, capsys):
     back = T.load_generator(path)
     assert (back.cfg.image_size, back.cfg.channels, back.cfg.nz, back.cfg.ngf, back.cfg.z_dist) == (64, 3, 100, 4, "normal")
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), g.state_dict().values()))
-    # --netG into another architecture: both shapes and the flag to change.
-    write_fashion(tmp_path / "data")
+    # --netG into another architecture: both shapes and the flag to change (refused before any data is read).
     rc = main(["train", "--dataset", "emoji", "--imageSize", "64", "--ngf", "8", "--netG", str(path),
                "--outf", str(tmp_path / "runs"), "--no-progress"])
     err = capsys.readouterr().err
@@ -159,7 +158,8 @@ def test_data_verify_lists_unreadable_images(tmp_path, capsys):
 def test_data_refuses_sizes_the_models_refuse(tmp_path, capsys, monkeypatch):
     write_fashion(tmp_path / "data")
     monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
-    assert main(["data", "fashion-mnist", "--image-size", "8"]) == 2
-    assert capsys.readouterr().err.startswith("error: --image-size must be a power of two >= 16")
+    for argv in (["data", "fashion-mnist", "--image-size", "8"], ["data", "--image-size", "8"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith("error: --image-size must be a power of two >= 16")
     assert main(["data", "nonsense"]) == 2
     assert "unknown data set 'nonsense'" in capsys.readouterr().err

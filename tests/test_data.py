@@ -32,6 +32,14 @@ EXPECTED = {
 
 def test_every_source_is_tested():
     assert set(EXPECTED) == set(data.available_datasets())
+    assert set(data._SET_FOLDERS) == set(data.available_datasets())  # every set has a data fingerprint
+
+
+def test_every_fixture_set_has_a_fingerprint(data_dir, tmp_path):
+    prints = {name: data.data_fingerprint(name) for name in data.available_datasets()}
+    assert "missing" not in prints.values() and prints["emoji"] != prints["emoji-google"]
+    assert data.data_fingerprint(f"folder:{data_dir / 'imagefolder'}") == prints["imagefolder"]
+    assert data.data_fingerprint("celeba", tmp_path) == "missing"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
