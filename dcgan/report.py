@@ -467,14 +467,15 @@ def _rows(results: list[Result], claims: tuple[Claim, ...], allowed: tuple[str, 
                 if r not in matched:
                     matched.append(r)
         gate_verdict, gate_text = _gate(c, f)
-        if not matched:
-            verdict = NOT_RUN
+        ruled = c.rule(f) if matched else NOT_RUN  # a rule says "not run" when the claim's own results are missing
+        if ruled == NOT_RUN:
+            verdict, gate_text = NOT_RUN, ""
         elif c.data_bound and not any(on_paper_data(r) for r in matched):
-            verdict = PAPER_DATA_NEEDED
+            verdict, gate_text = PAPER_DATA_NEEDED, ""
         elif gate_verdict is not None:
             verdict = gate_verdict
         else:
-            verdict = c.rule(f)
+            verdict = ruled
         if verdict not in allowed:
             raise ValueError(f"claim {c.section}: rule returned {verdict!r}, not one of {allowed}")
         ours, behind = _evidence(matched[:6], f)
