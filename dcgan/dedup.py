@@ -41,7 +41,7 @@ __all__ = [
     "popcount", "hamming", "group", "duplicate_pairs", "pairs_from_labels", "exact_byte_groups",
     "plant_near_duplicates", "Plants", "PLANT_KINDS", "pair_curve", "hamming_distances", "l2_distances",
     "precision_recall", "synthetic_codes", "pick_threshold", "flagged_precision", "PlantStudy", "plant_study", "variant_pairs",
-    "pair_grid", "split_halves", "score_at", "held_out", "HeldOut",
+    "pair_grid", "split_halves", "score_at", "held_out", "HeldOut", "group_recall",
 ]
 
 INPUT_SIZE = 32  # the paper's 32x32 down-sampled centre crops -> 3 * 32 * 32 = 3072 inputs
@@ -644,17 +644,24 @@ def held_out(study: PlantStudy, target_precision: float, select_half: int = 0) -
     sel, ev = study.halves[select_half], study.halves[1 - select_half]
     radius, _ = pick_threshold(sel["hash"], target_precision)
     l2_t, _ = pick_threshold(sel["l2"], target_precision)
-    # Recall per planted group (a source and its copies: all their true pairs), the unit of a bootstrap over
-    # groups: pairs of one group share their source, so they are not independent draws.
-    rows = ev["rows"]
+    return HeldOut(int(radius), float(l2_t), score_at(ev["hash"], radius), score_at(ev["hash"], 0),
+                   score_at(ev["l2"], l2_t), ev["exact"], group_recall(study, radius, l2_t, ev["rows"]), 1 - select_half)
+
+
+def group_recall(study: PlantStudy, radius: int, l2_threshold: float, rows: np.ndarray | None = None) -> dict:
+    """Recall of the hash and of the L2 threshold per planted group among ``rows`` (default: all).
+
+    A group is a source and its copies with all their true pairs; it is the
+    unit of a bootstrap, since pairs that share a source are not independent
+    draws. Groups have equal sizes, so the mean over groups is the recall.
+    """
+    rows = np.arange(len(study.plants.truth)) if rows is None else np.asarray(rows)
     pairs = rows[pairs_from_labels(study.plants.truth[rows])]
     group = study.plants.truth[pairs[:, 0]]
     hits = dict(hash=hamming(study.codes[pairs[:, 0]], study.codes[pairs[:, 1]]) <= radius,
-                l2=((study.inputs[pairs[:, 0]] - study.inputs[pairs[:, 1]]) ** 2).mean(1).sqrt().numpy() <= l2_t)
+                l2=((study.inputs[pairs[:, 0]] - study.inputs[pairs[:, 1]]) ** 2).mean(1).sqrt().numpy() <= l2_threshold)
     groups = np.unique(group)
-    by_group = {k: np.array([h[group == g].mean() for g in groups]) for k, h in hits.items()}
-    return HeldOut(int(radius), float(l2_t), score_at(ev["hash"], radius), score_at(ev["hash"], 0),
-                   score_at(ev["l2"], l2_t), ev["exact"], by_group, 1 - select_half)
+    return {k: np.array([h[group == g].mean() for g in groups]) for k, h in hits.items()}
 
 
 def variant_pairs(attributes: dict[str, list]) -> dict[str, np.ndarray]:

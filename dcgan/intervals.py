@@ -4,7 +4,8 @@
 * :func:`newcombe_diff_ci`: the difference of two independent proportions
   (e.g. unstable runs of a variant vs. the reference), from the two Wilson intervals;
 * :func:`bootstrap_diff_ci`: mean(a) - mean(b) by a percentile bootstrap,
-  paired (the same trials, walks or test items under both conditions) or not.
+  paired (the same trials, walks or test items under both conditions) or not;
+  :func:`bootstrap_mean_ci`: a mean over independent units (e.g. planted groups).
 
 The convention of the results registry: a result ``X`` may come with
 ``X_ci_lo`` and ``X_ci_hi``; a comparison is recorded as ``<a>_minus_<b>``
@@ -18,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "record_with_ci"]
+__all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "record_with_ci"]
 
 Z95 = 1.959963984540054
 
@@ -72,6 +73,18 @@ def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], paired: bool = Tru
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(boot, [tail, 100 - tail])
     return float(a.mean() - b.mean()), float(lo), float(hi)
+
+
+def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 4000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """``mean(values)`` and its percentile-bootstrap interval (units resampled with replacement; seeded)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if len(v) == 0:
+        raise ValueError("bootstrap_mean_ci needs at least one value")
+    boot = v[np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))].mean(1)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(boot, [tail, 100 - tail])
+    return float(v.mean()), float(lo), float(hi)
 
 
 def record_with_ci(res, name: str, value: float, lo: float, hi: float, *, digits: int | None = None, **kw) -> float:

@@ -50,3 +50,13 @@ def test_record_with_ci_follows_the_registry_convention(tmp_path):
     assert got == {"emoji_arith_latent_minus_pixel": (12.3, "points", "§6.3.2"),
                    "emoji_arith_latent_minus_pixel_ci_lo": (1.2, "points", "§6.3.2"),
                    "emoji_arith_latent_minus_pixel_ci_hi": (20.0, "points", "§6.3.2")}
+
+
+def test_bootstrap_mean_ci():
+    from dcgan.intervals import bootstrap_mean_ci
+
+    m, lo, hi = bootstrap_mean_ci([0.0, 1.0] * 50)
+    assert m == 0.5 and 0.38 < lo < 0.45 and 0.55 < hi < 0.62
+    assert bootstrap_mean_ci([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        bootstrap_mean_ci([])
