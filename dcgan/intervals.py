@@ -5,7 +5,8 @@
   (e.g. unstable runs of a variant vs. the reference), from the two Wilson intervals;
 * :func:`bootstrap_diff_ci`: mean(a) - mean(b) by a percentile bootstrap,
   paired (the same trials, walks or test items under both conditions) or not;
-  :func:`bootstrap_mean_ci`: a mean over independent units (e.g. planted groups).
+  :func:`bootstrap_mean_ci`: a mean over independent units (e.g. planted groups);
+  :func:`bootstrap_stat_ci`: any statistic of per-unit measurements (a ratio of means, say).
 
 The convention of the results registry: a result ``X`` may come with
 ``X_ci_lo`` and ``X_ci_hi``; a comparison is recorded as ``<a>_minus_<b>``
@@ -15,11 +16,11 @@ The convention of the results registry: a result ``X`` may come with
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "record_with_ci"]
+__all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci", "record_with_ci"]
 
 Z95 = 1.959963984540054
 
@@ -85,6 +86,22 @@ def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 4000, seed: int = 0
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(boot, [tail, 100 - tail])
     return float(v.mean()), float(lo), float(hi)
+
+
+def bootstrap_stat_ci(stat: Callable[..., float], *arrays: Sequence[float], n_boot: int = 4000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """``stat(*arrays)`` and its percentile-bootstrap interval, resampling the units (rows shared by all
+    ``arrays``, e.g. per-sample measurements under several treatments) together; for statistics that are
+    not a plain mean, such as a ratio of means."""
+    arrs = [np.asarray(a, dtype=np.float64) for a in arrays]
+    if not arrs or len(arrs[0]) == 0 or any(len(a) != len(arrs[0]) for a in arrs):
+        raise ValueError("bootstrap_stat_ci needs non-empty arrays of equal length")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(arrs[0]), size=(n_boot, len(arrs[0])))
+    boot = np.array([stat(*(a[i] for a in arrs)) for i in idx])
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.nanpercentile(boot, [tail, 100 - tail])
+    return float(stat(*arrs)), float(lo), float(hi)
 
 
 def record_with_ci(res, name: str, value: float, lo: float, hi: float, *, digits: int | None = None, **kw) -> float:

@@ -45,7 +45,7 @@ from .results import Result, load_results
 __all__ = ["Claim", "CLAIMS", "CHECKS", "VERDICTS", "CHECK_VERDICTS", "REPRODUCED", "PARTLY", "NOT_REPRODUCED",
            "WITHIN_NOISE", "NO_INTERVAL", "BELOW_GATE", "NO_GATE", "INCONCLUSIVE", "PAPER_DATA_NEEDED", "NOT_RUN",
            "interval_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
-           "results_table", "chapter_verdicts", "write_results_page", "on_paper_data"]
+           "results_table", "chapter_verdicts", "gate_status", "tally", "write_results_page", "on_paper_data"]
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 WITHIN_NOISE, NO_INTERVAL = "inconclusive (within noise)", "inconclusive (no interval)"
@@ -537,6 +537,21 @@ def tally(rows: list[dict], verdicts: tuple[str, ...] = VERDICTS) -> str:
     """"3 reproduced, 1 partly, ..." over the given rows, in verdict order."""
     counts = {v: sum(r["verdict"] == v for r in rows) for v in verdicts}
     return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+
+
+def gate_status(results: Iterable[Result], model: str) -> tuple[bool | None, str]:
+    """(passed, a phrase for the prose) of ``<model>_gate`` among ``results``; passed is None when not recorded.
+
+    The phrase completes "the generator ...": "passes the quality gate (fid 40, precision 0.6, recall 0.3)".
+    """
+    f = Found(list(results))
+    r = f.one(_escape(f"{model}_gate"))
+    if r is None:
+        return None, "has no quality gate recorded (chapter 02 has not run under this profile)"
+    nums = ", ".join(f"{k} {_fmt(f.value(_escape(f'{model}_gate_{k}')))}" for k in ("fid", "precision", "recall")
+                     if f.one(_escape(f"{model}_gate_{k}")) is not None)
+    ok = _num(r.value) == 1
+    return ok, ("passes" if ok else "is below") + " the quality gate" + (f" ({nums})" if nums else "")
 
 
 def chapter_verdicts(results: Iterable[Result]) -> str:

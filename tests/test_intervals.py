@@ -60,3 +60,15 @@ def test_bootstrap_mean_ci():
     assert bootstrap_mean_ci([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError):
         bootstrap_mean_ci([])
+
+
+def test_bootstrap_stat_ci_resamples_units_together():
+    from dcgan.intervals import bootstrap_stat_ci
+
+    a = np.arange(1.0, 51.0)
+    v, lo, hi = bootstrap_stat_ci(lambda x, y: (x - y).mean(), a, a - 2.0)
+    assert (v, lo, hi) == (2.0, 2.0, 2.0)  # paired units: the shared spread cancels
+    v, lo, hi = bootstrap_stat_ci(lambda x, y: x.mean() / y.mean(), a, 2 * a)
+    assert v == lo == hi == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="equal length"):
+        bootstrap_stat_ci(np.mean, [1.0, 2.0], [1.0])

@@ -393,3 +393,14 @@ def test_chapter_verdicts_are_the_page_verdicts(tmp_path):
     assert text.startswith("- **§6.3.2** Vector arithmetic") and f"**{BELOW_GATE}**" in text
     assert "fid 312" in text and "Fashion-MNIST" not in text  # only the claims this chapter's results bear on
     assert report.chapter_verdicts([]).startswith("No claim")
+
+
+def test_gate_status_phrase(tmp_path):
+    res = _rec(tmp_path, "06_latent_space")
+    assert report.gate_status(res.results.values(), "emoji-64") == (
+        None, "has no quality gate recorded (chapter 02 has not run under this profile)")
+    _gate(res, "emoji-64", False, fid=312.0, precision=0.01, recall=0.0)
+    assert report.gate_status(res.results.values(), "emoji-64") == (
+        False, "is below the quality gate (fid 312, precision 0.01, recall 0)")
+    _gate(res, "emoji-64", True)
+    assert report.gate_status(res.results.values(), "emoji-64")[0] is True
