@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make book   set-up, offline data, every chapter under the `book` profile, html in _build/html
-#   make test   set-up, offline data, unit tests, nbval (smoke baseline), book build check
+#   make test   set-up, offline data, unit tests, nbval + results regression (smoke baseline), book build check
 # Every target installs only what is missing: a second `make` costs seconds.
 
 SHELL := /bin/bash
@@ -23,7 +23,7 @@ ONLY_ARG := $(if $(ONLY),--only $(ONLY),)
 
 help:
 	@echo "make book            set up, fetch the data, execute every chapter (PROFILE=$(PROFILE)), render _build/html"
-	@echo "make test            set up, fetch the data, unit tests, nbval against tests/notebooks, book build check"
+	@echo "make test            set up, fetch the data, unit tests, nbval and results regression against tests/notebooks, book build check"
 	@echo "make setup | data | unit | nbval | book-check"
 	@echo "make nbval-baseline [ONLY=02_training]   re-execute chapters under smoke into tests/notebooks/"
 	@echo "make lock            re-resolve requirements.lock from pyproject.toml"
@@ -88,11 +88,18 @@ test: setup data
 unit: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
-# re-executes the smoke baseline; outputs and results go to a temporary folder, never book/
+# re-executes the smoke baseline; outputs and results go to a temporary folder, never book/.
+# Then the results regression: every number the chapters recorded must match the committed
+# tests/notebooks/*.results.json (floats within RESULTS_ATOL + RESULTS_RTOL x |expected|, ints and
+# strings exactly, timing results skipped); it prints the results that moved.
+RESULTS_RTOL ?= 0.05
+RESULTS_ATOL ?= 0.01
 nbval: setup
-	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; st=0; \
 	DCGAN_RESULTS_DIR="$$tmp" $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-	  --nbval-cell-timeout=600 tests/notebooks
+	  --nbval-cell-timeout=600 tests/notebooks || st=1; \
+	$(PY) -m dcgan.results compare tests/notebooks "$$tmp" --rtol $(RESULTS_RTOL) --atol $(RESULTS_ATOL) || st=1; \
+	exit $$st
 
 # builds the html from the smoke baseline in a temporary folder (book/ and _build/ are not touched)
 book-check: setup
