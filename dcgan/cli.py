@@ -160,7 +160,7 @@ def add_train_parser(sub) -> None:
     ex.add_argument("--workers", type=int, help="accepted for compatibility; data is held in memory")
     ex.add_argument("--ngpu", type=int, help="accepted for compatibility; use torchrun for several devices")
     ours = p.add_argument_group("ours")
-    ours.add_argument("--preset", help="fashion-mnist-32, emoji-64, imagenet32, svhn-32, lsun-64, celeba-64")
+    ours.add_argument("--preset", help="fashion-mnist-32, emoji-32, emoji-64, mnist-cond, mnist-cond-noaffine, imagenet32, svhn-32, lsun-64, celeba-64")
     ours.add_argument("--profile", default="book", choices=("smoke", "book", "paper"), help="preset profile")
     ours.add_argument("--config", help="a TrainConfig as JSON (a run's config.json)")
     ours.add_argument("--split", help="data split (default train)")

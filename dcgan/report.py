@@ -22,7 +22,7 @@ Conventions of the results registry this module reads:
 * a comparison is recorded as ``<a>_minus_<b>`` with its own interval;
 * a chapter records the quality gate of each model it uses as ``<model>_gate``
   (1 pass, 0 fail) with ``<model>_gate_fid``, ``_gate_precision`` and
-  ``_gate_recall`` (e.g. ``emoji-64_gate``; ``stability_dcgan_gate`` for the
+  ``_gate_recall`` (e.g. ``emoji-32_gate``; ``stability_dcgan_gate`` for the
   ablations' reference DCGAN).
 
 Checks of our own implementation (architecture, initialisation) are not

@@ -64,7 +64,7 @@ class ResultsRecorder:
 
     def reuse(self, chapter: str, patterns: Sequence[str], directory: str | Path | None = None) -> list[Result]:
         """Re-record, under the same names, what ``chapter`` recorded under this profile (e.g. chapter 02's
-        quality gates, ``emoji-64_gate*``), so this chapter's verdicts see them; [] when it has not run."""
+        quality gates, ``emoji-32_gate*``), so this chapter's verdicts see them; [] when it has not run."""
         src = Path(directory or self.path.parent) / f"{chapter}.results.json"
         if not src.exists():
             return []

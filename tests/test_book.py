@@ -230,14 +230,7 @@ def test_hand_written_verdicts_finder():
     assert hand_written_verdicts("Not Reproduced, on emoji.") == ["Not Reproduced, on emoji."]
 
 
-# Chapters being edited on other branches at the time: their offending cells are fixed when the branches merge.
-FIXED_AT_MERGE = {"02_training", "04_cifar10_features", "05_svhn_features", "08_stability", "09_mnist_supplement"}
-
-
-@pytest.mark.parametrize("nb_path", [
-    pytest.param(p, marks=pytest.mark.xfail(p.stem in FIXED_AT_MERGE, strict=False,
-                                            reason="fixed at merge (issue 12): chapter edited on another branch"))
-    for p in CHAPTERS], ids=[p.stem for p in CHAPTERS])
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_no_hand_written_verdicts(nb_path: Path):
     """Item 6 of issue 12: a sentence stating a result's verdict is generated from the numbers, never typed."""
     nb = nbformat.read(nb_path, 4)
