@@ -275,9 +275,9 @@ def quality_gate(run: Run, model: str | None = None, profile: str = "book", *, c
     ref = refs.get(gate_key(cfg))
     name = model or (ref.model if ref else f"{cfg.dataset}-{cfg.image_size}")
     if run.diverged:
-        return GateResult(name, False, "the run diverged (a non-finite loss ended it).", cfg.dataset, reference=ref)
+        return GateResult(name, False, "The run diverged (a non-finite loss ended it).", cfg.dataset, reference=ref)
     if ref is None:
-        return GateResult(name, False, f"no gate reference for this data, architecture and recipe (gate key "
+        return GateResult(name, False, f"No gate reference for this data, architecture and recipe (gate key "
                           f"{gate_key(cfg)}) under profile '{profile}': train one with `python -m dcgan reference "
                           f"--model {name} --profile {profile}`.", cfg.dataset)
     fx, real_f = _features(cfg, profile, ref.n_real)
