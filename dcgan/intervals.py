@@ -20,7 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci", "record_with_ci"]
+__all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci",
+           "record_with_ci"]
 
 Z95 = 1.959963984540054
 

@@ -446,9 +446,11 @@ class ArithmeticResult:
         from .intervals import bootstrap_diff_ci
 
         per_trial = self.latent_hits.mean(1)
-        out = {"latent_minus_pixel": bootstrap_diff_ci(per_trial, self.pixel_hits.astype(float), paired=True, seed=seed)}
+        pixel = self.pixel_hits.astype(float)
+        out = {"latent_minus_pixel": bootstrap_diff_ci(per_trial, pixel, paired=True, seed=seed)}
         if self.base_hits is not None:
-            out["latent_minus_base"] = bootstrap_diff_ci(per_trial, self.base_hits.astype(float), paired=False, seed=seed)
+            base = self.base_hits.astype(float)
+            out["latent_minus_base"] = bootstrap_diff_ci(per_trial, base, paired=False, seed=seed)
         return out
 
     @property

@@ -377,13 +377,15 @@ CLAIMS: tuple[Claim, ...] = (
     *(Claim("§6.1", f"Walks in the latent space change the images smoothly, no cuts ({what})", "figures only",
             (f"{k}_slerp_pixel_cut_rate", f"{k}_slerp_feature_cut_rate"), _smooth(k), gates=gate)
       for k, what, gate in MODELS),
-    *(Claim("§6.2", f"D's last-layer features respond to semantic parts; random filters do not ({what})",
+    *(Claim("§6.2", f"D's last-layer features respond to semantic parts; random filters do not "
+            f"({what.replace('generator', 'discriminator')})",
             "figures only", (f"{k}_purity_trained_minus_random", f"{k}_purity_trained", f"{k}_purity_random",
                              f"{k}_purity_chance"),
             _diff(f"{k}_purity_trained_minus_random"), gates=gate)
       for k, what, gate in MODELS),
     Claim("§6.3.1", "Dropping the maps that predict an object makes G forget to draw it (emoji generator)",
-          "figures only", ("emoji_forget_removed_minus_control", "emoji_forget_removed", "emoji_forget_removed_control"),
+          "figures only",
+          ("emoji_forget_removed_minus_control", "emoji_forget_removed", "emoji_forget_removed_control"),
           _diff("emoji_forget_removed_minus_control"), gates=EMOJI_GATE),
     *(Claim("§6.3.2", f"Vector arithmetic on averaged z gives the target concept, more often than pixel arithmetic "
             f"and than random samples, by an independent judge ({what})", "figures only",

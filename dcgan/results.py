@@ -71,8 +71,9 @@ class ResultsRecorder:
         out = []
         for r in (Result(**d) for d in json.loads(src.read_text())):
             if r.profile == self.profile and any(fnmatch.fnmatchcase(r.name, p) for p in patterns):
+                note = f"from chapter {chapter}; {r.note}".strip("; ")
                 self.results[r.name] = Result(self.chapter, r.name, r.value, r.paper, r.unit, r.dataset, self.profile,
-                                              r.hardware, r.seed, r.claim, f"from chapter {chapter}; {r.note}".strip("; "))
+                                              r.hardware, r.seed, r.claim, note)
                 out.append(self.results[r.name])
         if out:
             self.save()

@@ -223,7 +223,8 @@ def hand_written_verdicts(markdown: str) -> list[str]:
 
 
 def test_hand_written_verdicts_finder():
-    assert hand_written_verdicts("The hash is better than L2 here. Numbers follow.") == ["The hash is better than L2 here."]
+    found = hand_written_verdicts("The hash is better than L2 here. Numbers follow.")
+    assert found == ["The hash is better than L2 here."]
     assert hand_written_verdicts("*Is the hash better than L2?*") == []
     assert hand_written_verdicts("Verdict: {glue:text}`v` and `reproduced` in code.") == []
     assert hand_written_verdicts("So the claim is reproduced") == ["So the claim is reproduced"]

@@ -105,8 +105,8 @@ def test_results_page_has_both_tables_and_tallies_claims_only(tmp_path):
     assert page.startswith("# Results")
     claims, rest = page.split("## Implementation checks")
     checks, numbers = rest.split("## Every recorded number")
-    assert "| §4 | Our weights are initialised from N(0, 0.02) | std 0.02 | init_std = 0.05 | - (smoke) | **fails** |" \
-        in checks
+    row = "| §4 | Our weights are initialised from N(0, 0.02) | std 0.02 | init_std = 0.05 | - (smoke) | **fails** |"
+    assert row in checks
     assert "guidelines" not in claims.split("## The paper's claims")[1]
     assert f"Tally of the paper's claims: {len(report.CLAIMS)} not run." in claims  # the checks are not counted
     assert "| 01_architecture | init_std | 0.05 | 0.02 |" in numbers
@@ -154,6 +154,7 @@ def test_gate_failing_in_one_chapter_is_enough(tmp_path):
     _gate(res, "emoji-64", True)
     _arith(res)
     assert _verdict(tmp_path, "§6.3.2", "(emoji") == BELOW_GATE
+    assert _row(load_results(tmp_path), "§6.2", "(emoji discriminator)")["verdict"] == NOT_RUN
 
 
 def test_claims_without_a_model_need_no_gate(tmp_path):

@@ -66,7 +66,8 @@ def test_reuse_rerecords_another_chapters_results_of_the_same_profile(tmp_path):
     got = res.reuse("02_training", ["emoji-64_gate*"])
     assert [r.name for r in got] == ["emoji-64_gate", "emoji-64_gate_fid"]
     rows = {r.name: r for r in load_results(tmp_path) if r.chapter == "06_latent_space"}
-    assert rows["emoji-64_gate"].value == 0 and rows["emoji-64_gate_fid"].note == "from chapter 02_training; classifier features"
+    assert rows["emoji-64_gate"].value == 0
+    assert rows["emoji-64_gate_fid"].note == "from chapter 02_training; classifier features"
     assert ResultsRecorder("06_latent_space", "book", 0, directory=tmp_path).reuse("02_training", ["*"]) == []
     assert res.reuse("99_absent", ["*"]) == []
 
@@ -97,14 +98,15 @@ def test_timing_results_are_not_compared():
     assert is_timing(_result("group_seconds", 0.19, "s")) and is_timing(_result("encode_codes_per_s", 4460, "codes/s"))
     assert is_timing(_result("training_minutes", 0.8, "min")) and is_timing(_result("lsun_scale_minutes", 11.3))
     assert is_timing(_result("train_img_per_s", 10.0, "img/s"))
-    assert not is_timing(_result("emoji_hash_recall", 0.03)) and not is_timing(_result("stability_dcgan_fid", 3.0, "FID"))
+    assert not is_timing(_result("emoji_hash_recall", 0.03))
+    assert not is_timing(_result("stability_dcgan_fid", 3.0, "FID"))
 
 
 def test_compare_results_reports_moved_missing_and_new():
     from dcgan.results import compare_results
 
-    exp = [_result("recall", 0.50), _result("flagged", 69, "pairs"), _result("gone", 1.0), _result("group_seconds", 0.2, "s"),
-           _result("other", 1.0, chapter="04_y")]
+    exp = [_result("recall", 0.50), _result("flagged", 69, "pairs"), _result("gone", 1.0),
+           _result("group_seconds", 0.2, "s"), _result("other", 1.0, chapter="04_y")]
     act = [_result("recall", 0.52), _result("flagged", 70, "pairs"), _result("group_seconds", 9.0, "s"),
            _result("added", 3.0)]
     cmp = compare_results(exp, act)
