@@ -99,8 +99,9 @@ def _examples_state_dict(g: Generator) -> dict:
     (["--dataset", "nonsense"], "--dataset: unknown data set 'nonsense'"),
     (["--netG", "MISSING"], "--netG: no such file"),
 ])
-def test_bad_train_flags_are_one_line_errors(flags, says, tmp_path, capsys):
+def test_bad_train_flags_are_one_line_errors(flags, says, tmp_path, capsys, monkeypatch):
     write_fashion(tmp_path / "data")
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))  # --dataroot sets it; monkeypatch restores it
     flags = [str(tmp_path / "missing.pth") if f == "MISSING" else f for f in flags]
     runs = tmp_path / "runs"
     rc = main(["train", *TINY, "--dataroot", str(tmp_path / "data"), "--outf", str(runs), *flags])
@@ -109,8 +110,9 @@ def test_bad_train_flags_are_one_line_errors(flags, says, tmp_path, capsys):
     assert not (runs / ".partial").exists() or not any((runs / ".partial").iterdir())  # refused before any folder
 
 
-def test_errors_found_while_training_are_one_line_and_leave_no_folder(tmp_path, capsys):
+def test_errors_found_while_training_are_one_line_and_leave_no_folder(tmp_path, capsys, monkeypatch):
     write_fashion(tmp_path / "data")
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))  # --dataroot sets it; monkeypatch restores it
     runs = tmp_path / "runs"
     rc = main(["train", *TINY, "--batchSize", "128", "--dataroot", str(tmp_path / "data"), "--outf", str(runs)])
     err = capsys.readouterr().err
