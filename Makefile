@@ -62,8 +62,11 @@ data:
 book: setup data
 	$(PY) -m dcgan book --profile $(PROFILE) --keep-going $(ONLY_ARG)
 
+# trains in a fresh runs folder, as `make nbval` and CI do: a model cached by an earlier run (other code,
+# other thread count) would give numbers a fresh machine cannot reproduce
 nbval-baseline: setup data
-	$(PY) -m dcgan book --profile smoke --out tests/notebooks --no-build $(ONLY_ARG)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	DCGAN_RUNS="$$tmp/runs" $(PY) -m dcgan book --profile smoke --out tests/notebooks --no-build $(ONLY_ARG)
 
 # the quality gate's thresholds: each book model trained four times longer (long: about an hour on 2 cores)
 reference: setup data
@@ -85,19 +88,23 @@ test: setup data
 	echo "make test:$${summary%,}"; \
 	if [ -n "$$fail" ]; then echo "make test failed:$$fail"; exit 1; fi
 
+# one worker per core (pytest-xdist), each on one thread (tests/conftest.py)
 unit: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider -n auto
 
 # re-executes the smoke baseline; outputs and results go to a temporary folder, never book/.
 # Then the results regression: every number the chapters recorded must match the committed
 # tests/notebooks/*.results.json (floats within RESULTS_ATOL + RESULTS_RTOL x |expected|, ints and
 # strings exactly, timing results skipped); it prints the results that moved.
+# Fresh runs folder (as on a new machine: nothing cached); one notebook per worker, each kernel on one thread
+# (setup_chapter), so two chapters run side by side; a chapter that needs another's model waits on its lock.
+NBVAL_WORKERS ?= 2
 RESULTS_RTOL ?= 0.05
 RESULTS_ATOL ?= 0.01
 nbval: setup
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; st=0; \
-	DCGAN_RESULTS_DIR="$$tmp" $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-	  --nbval-cell-timeout=600 tests/notebooks || st=1; \
+	DCGAN_RESULTS_DIR="$$tmp" DCGAN_RUNS="$$tmp/runs" $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+	  --nbval-current-env --nbval-cell-timeout=600 -n $(NBVAL_WORKERS) --dist loadfile tests/notebooks || st=1; \
 	$(PY) -m dcgan.results compare tests/notebooks "$$tmp" --rtol $(RESULTS_RTOL) --atol $(RESULTS_ATOL) || st=1; \
 	exit $$st
 

@@ -258,7 +258,8 @@ class GateResult:
 
 
 def n_text(r: GateReference) -> str:
-    return f"({r.n_fake:,} samples against {r.n_real:,} held-out images; reference: {r.epochs} epochs, {r.steps:,} steps.)"
+    real = "all" if r.n_real is None else f"{r.n_real:,}"
+    return f"({r.n_fake:,} samples against {real} held-out images; reference: {r.epochs} epochs, {r.steps:,} steps.)"
 
 
 def quality_gate(run: Run, model: str | None = None, profile: str = "book", *, curve: list[dict] | None = None,

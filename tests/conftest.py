@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import pickle
 import zlib
 from pathlib import Path
@@ -19,6 +20,15 @@ import numpy as np
 import pytest
 
 N = 20  # images per split in every fixture set
+
+
+def pytest_configure(config):
+    # under pytest-xdist (`make unit` runs one worker per core) each worker keeps to one thread: torch's
+    # OpenMP threads of two workers spinning on the same cores make small-net tests many times slower
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def _blobs(n: int, h: int, w: int, c: int, seed: int) -> np.ndarray:

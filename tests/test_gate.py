@@ -1,6 +1,7 @@
 """Tests for dcgan.gate: the reference file, the convergence span, and the gate on a trained and an untrained run."""
 
 import json
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -80,21 +81,71 @@ def test_no_reference_fails_with_the_command_to_make_one(tiny_mnist):
     assert not r.passed and "python -m dcgan reference --model tiny --profile smoke" in r.reason
 
 
-def test_gate_passes_a_trained_run_and_fails_an_untrained_one(tiny_mnist, monkeypatch):
-    monkeypatch.setitem(gate.GATED_MODELS, "tiny", lambda p: _cfg(30))
+def test_build_reference_trains_longer_and_round_trips(tiny_mnist, monkeypatch):
+    monkeypatch.setitem(gate.GATED_MODELS, "tiny", lambda p: _cfg(3))
     ref = gate.build_reference("tiny", "smoke", factor=2, n_fake=300, n_real=None, progress=False)
-    assert ref.epochs == 60 and ref.key == gate.gate_key(_cfg(30))
-    assert len(ref.curve) == 60 and all("precision" in r for r in ref.curve[-12:])
+    assert ref.epochs == 6 and ref.key == gate.gate_key(_cfg(3))
+    # FID at every epoch, precision/recall over the last fifth (epochs 5-6), the plateau their mean
+    assert [r["epoch"] for r in ref.curve] == list(range(1, 7)) and all("precision" in r for r in ref.curve[-2:])
+    assert ref.fid == pytest.approx(sum(r["fid"] for r in ref.curve[-2:]) / 2)
     path = gate.write_reference(ref, tiny_mnist / "refs.json")
-    refs = gate.load_references(path)
-    assert refs[ref.key] == ref  # round trip through the JSON file
+    assert gate.load_references(path)[ref.key] == ref  # round trip through the JSON file
 
-    trained = gate.quality_gate(train(_cfg(30), progress=False), "tiny", "smoke", references=refs)
-    untrained = gate.quality_gate(train(_cfg(30, max_steps=1), progress=False), "tiny", "smoke", references=refs)
+
+class _Memoriser(torch.nn.Module):
+    """A 'perfect' generator: each noise vector picks a real training image (the best FID a GAN can reach)."""
+
+    def __init__(self, cfg, images):
+        super().__init__()
+        self.cfg, self.images = cfg, images
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, z, y=None):
+        idx = (z.flatten(1)[:, 0].abs() * 1e6).long() % len(self.images)
+        return self.images[idx] + 0 * self.w
+
+
+@dataclass
+class _StubRun:
+    """What the gate reads of a run: its config, divergence flag, snapshots and generator."""
+
+    config: TrainConfig
+    G: torch.nn.Module
+    diverged: bool = False
+
+    def snapshot_epochs(self):
+        return list(range(1, 11))
+
+    def generator(self, epoch=None):
+        return self.G
+
+
+def test_gate_passes_a_trained_generator_and_fails_an_untrained_one(tiny_mnist):
+    """The decisions, on generators whose quality is known: memorised training images vs an untrained G."""
+    from dcgan.data import load_dataset
+    from dcgan.models import Generator
+
+    cfg = _cfg(10)
+    real = load_dataset("mnist-10k", "train", 16).images.float() / 127.5 - 1
+    perfect = _StubRun(cfg, _Memoriser(cfg.model, real))
+    torch.manual_seed(0)
+    untrained = _StubRun(cfg, Generator(cfg.model))
+    flat = [{"epoch": e, "fid": 1.0} for e in range(1, 11)]
+    # the reference: a model twice as far from the data as memorisation, with its precision and recall
+    fx, real_f = gate._features(cfg, "smoke", None)
+    fake_f = gate._fake_features(fx, perfect.G, 300, 0)
+    fid0 = metrics.fid(real_f, fake_f)
+    p0, r0 = metrics.precision_recall(real_f, fake_f)
+    ref = gate.GateReference("tiny", gate.gate_key(cfg), fid=2 * fid0 + 1, precision=p0, recall=r0,
+                             fid_floor=0.0, n_fake=300, n_real=None, features="x", epochs=40, steps=400)
+    refs = {ref.key: ref}
+
+    trained = gate.quality_gate(perfect, "tiny", "smoke", references=refs, curve=flat)
+    untrained = gate.quality_gate(untrained, "tiny", "smoke", references=refs, curve=flat)
     assert trained.passed, trained.summary()
-    assert not untrained.passed and not untrained.checks["quality"]
+    assert not untrained.passed and not untrained.checks["quality"], untrained.summary()
     assert "FID" in untrained.reason and untrained.fid > 3 * trained.fid
-    assert trained.fid_floor < trained.fid and trained.span == (24, 30)
+    assert trained.span == (8, 10) and trained.gain == 0.0
 
     res = ResultsRecorder("02_training", "smoke", 0)
     assert trained.record(res) == 1 and untrained.record(res, "tiny-untrained") == 0
@@ -109,7 +160,7 @@ def test_gate_fails_a_run_that_is_still_improving(tiny_mnist):
     run = train(_cfg(6), progress=False)
     curve = gate.snapshot_metrics(run, profile="smoke", n_fake=300, n_real=None)
     fids = {r["epoch"]: r["fid"] for r in curve}
-    fake = [dict(r, fid=100 * fids[r["epoch"]] if r["epoch"] >= 5 else fids[r["epoch"]]) for r in curve]
+    fake = [dict(r, fid=100 * fids[r["epoch"]] if r["epoch"] == 5 else fids[r["epoch"]]) for r in curve]
     ref = gate.GateReference("tiny", gate.gate_key(run.config), fid=1e6, precision=0.0, recall=0.0, fid_floor=0.0,
                              n_fake=300, n_real=None, features="x", epochs=12, steps=1)
     r = gate.quality_gate(run, "tiny", "smoke", references={ref.key: ref}, curve=fake)
