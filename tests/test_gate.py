@@ -174,3 +174,8 @@ def test_a_corrupt_references_file_is_a_clear_error(tmp_path):
     p.write_text("{not json")
     with pytest.raises(ValueError, match="python -m dcgan reference"):
         gate.load_references(p)
+
+
+def test_paper_profile_measures_on_ten_thousand_images():
+    assert gate.sample_sizes("paper") == (10_000, 10_000)
+    assert gate.sample_sizes("book") == gate.sample_sizes("smoke") == (gate.N_FAKE, gate.N_REAL)
