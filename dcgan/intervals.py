@@ -6,7 +6,8 @@
 * :func:`bootstrap_diff_ci`: mean(a) - mean(b) by a percentile bootstrap,
   paired (the same trials, walks or test items under both conditions) or not;
   :func:`bootstrap_mean_ci`: a mean over independent units (e.g. planted groups);
-  :func:`bootstrap_stat_ci`: any statistic of per-unit measurements (a ratio of means, say).
+  :func:`bootstrap_stat_ci`: any statistic of per-unit measurements (a ratio of means, say);
+* :func:`t_mean_ci`: a mean over a few training seeds (Student t).
 
 The convention of the results registry: a result ``X`` may come with
 ``X_ci_lo`` and ``X_ci_hi``; a comparison is recorded as ``<a>_minus_<b>``
@@ -21,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci",
-           "record_with_ci"]
+           "t_mean_ci", "record_with_ci"]
 
 Z95 = 1.959963984540054
 
@@ -103,6 +104,18 @@ def bootstrap_stat_ci(stat: Callable[..., float], *arrays: Sequence[float], n_bo
     tail = 100 * (1 - level) / 2
     lo, hi = np.nanpercentile(boot, [tail, 100 - tail])
     return float(stat(*arrs)), float(lo), float(hi)
+
+
+def t_mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """``mean(values)`` and its Student-t interval: for a handful of independent units (training seeds), where
+    a bootstrap would understate the spread."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if len(v) < 2:
+        raise ValueError("t_mean_ci needs at least two values (seeds)")
+    half = t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
 def record_with_ci(res, name: str, value: float, lo: float, hi: float, *, digits: int | None = None, **kw) -> float:

@@ -32,6 +32,7 @@ __all__ = [
     "count_rises",
     "filter_variance",
     "filter_collapse",
+    "filter_states",
     "evaluate_run",
     "summarize",
     "markdown_table",
@@ -169,13 +170,36 @@ def filter_variance(G, n: int = 256, seed: int = 0) -> list[torch.Tensor]:
     return [a.float().var(0).mean((1, 2)) for a in acts]
 
 
-def filter_collapse(G, n: int = 256, seed: int = 0, rel: float = 0.01) -> list[float]:
-    """Per hidden layer, the share of filters whose variance across z is below ``rel`` x the layer's median."""
+@torch.no_grad()
+def filter_states(G, n: int = 256, seed: int = 0, rel: float = 0.01, dead_tol: float = 1e-6) -> list[dict]:
+    """Per hidden layer of G, the shares of *dead* and of *collapsed* filters, for n fixed z.
+
+    Dead: the output is zero for every z and position (a ReLU that never
+    fires). Collapsed (§7, "collapse a subset of filters to a single
+    oscillating mode"): alive, but its output varies across z by less than
+    ``rel`` x the median variance of the layer's live filters, so it draws
+    one pattern whatever z. The two are counted apart: a dead ReLU is not
+    what §7 describes.
+    """
+    g = torch.Generator().manual_seed(seed)
+    z = sample_noise(G.cfg, n, g)
+    y = (torch.arange(n) % G.cfg.n_classes) if G.cfg.n_classes else None
+    G.eval()
     out = []
-    for v in filter_variance(G, n, seed):
-        med = v.median()
-        out.append(float((v <= rel * med).float().mean()) if med > 0 else 1.0)
+    for a in G.activations(z, y)[:-1]:
+        a = a.float()
+        dead = a.abs().amax(dim=(0, 2, 3)) <= dead_tol
+        var = a.var(0).mean((1, 2))
+        live = var[~dead]
+        med = live.median() if len(live) else torch.tensor(0.0)
+        collapsed = ~dead & (var <= rel * med) if med > 0 else ~dead
+        out.append({"dead": float(dead.float().mean()), "collapsed": float(collapsed.float().mean())})
     return out
+
+
+def filter_collapse(G, n: int = 256, seed: int = 0, rel: float = 0.01) -> list[float]:
+    """Per hidden layer, the share of collapsed filters (alive but independent of z; :func:`filter_states`)."""
+    return [s["collapsed"] for s in filter_states(G, n, seed, rel)]
 
 
 def evaluate_run(run: Run, acfg: AblationConfig, profile: str, fx: M.FeatureExtractor | None = None) -> dict:

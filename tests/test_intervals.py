@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dcgan.intervals import bootstrap_diff_ci, newcombe_diff_ci, record_with_ci, wilson_ci
+from dcgan.intervals import bootstrap_diff_ci, newcombe_diff_ci, record_with_ci, t_mean_ci, wilson_ci
 from dcgan.results import ResultsRecorder, load_results
 
 
@@ -72,3 +72,12 @@ def test_bootstrap_stat_ci_resamples_units_together():
     assert v == lo == hi == pytest.approx(0.5)
     with pytest.raises(ValueError, match="equal length"):
         bootstrap_stat_ci(np.mean, [1.0, 2.0], [1.0])
+
+
+def test_t_mean_ci_over_seeds():
+    m, lo, hi = t_mean_ci([1.0, 2.0, 3.0])
+    # mean 2, sd 1, n 3: half-width t(0.975, 2) / sqrt(3) = 4.303 / 1.732
+    assert m == 2.0 and hi - m == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-4) and m - lo == pytest.approx(hi - m)
+    assert t_mean_ci([5.0, 5.0]) == (5.0, 5.0, 5.0)
+    with pytest.raises(ValueError, match="two values"):
+        t_mean_ci([1.0])

@@ -68,16 +68,21 @@ def test_count_rises():
     assert S.count_rises([10, math.nan]) == 1
 
 
-def test_filter_collapse_finds_constant_filters():
+def test_filter_states_tell_dead_filters_from_collapsed_ones():
+    """A filter that outputs zero for every z is dead; one that draws the same non-zero map whatever z is collapsed."""
     acfg = S.ablation_config("smoke")
-    G, _ = build_models(S.variant_config("no-batchnorm", acfg, 0).model)
+    G, _ = build_models(S.variant_config("dcgan", acfg, 0).model)
+    bn = next(m for m in G.blocks[1].modules() if isinstance(m, nn.BatchNorm2d))
     with torch.no_grad():
-        conv = G.blocks[1][0]  # ConvTranspose2d(in, out): zero two output filters -> constant (0) maps
-        conv.weight[:, :2] = 0
-    shares = S.filter_collapse(G, n=64)
-    n_filters = G.blocks[1][0].weight.shape[1]
-    assert shares[1] == pytest.approx(2 / n_filters)
-    assert len(shares) == len(G.blocks)
+        bn.weight[:3] = 0  # the map no longer depends on z: BatchNorm's shift alone remains
+        bn.bias[:2] = -1.0  # ... negative: ReLU gives 0 everywhere (dead)
+        bn.bias[2] = 1.0  # ... positive: the constant 1 (collapsed)
+    states = S.filter_states(G, n=64)
+    n_filters = bn.weight.shape[0]
+    assert len(states) == len(G.blocks)
+    assert states[1]["dead"] == pytest.approx(2 / n_filters) and states[1]["collapsed"] == pytest.approx(1 / n_filters)
+    assert states[0] == {"dead": 0.0, "collapsed": 0.0}
+    assert S.filter_collapse(G, n=64)[1] == pytest.approx(1 / n_filters)  # dead filters are not counted as collapsed
 
 
 def _row(fid, classes, diverged=False, rises=0):
