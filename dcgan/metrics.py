@@ -61,6 +61,7 @@ __all__ = [
     "real_floor",
     "fid_per_epoch",
     "nearest_neighbour_error",
+    "nearest_neighbour_wrong",
     "nn_error_curve",
     "INCEPTION_ENV",
 ]
@@ -591,17 +592,24 @@ def fid_per_epoch(run, n: int = 1000, profile: str = "book", n_real: int | None 
 
 # ------------------------------------------------- §8.1: nearest neighbours
 
-def nearest_neighbour_error(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                            test_y: torch.Tensor) -> float:
-    """Test error (share) of a 1-nearest-neighbour classifier in pixel space (scikit-learn), as in §8.1."""
+def nearest_neighbour_wrong(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                            test_y: torch.Tensor) -> torch.Tensor:
+    """Per test image, whether a 1-nearest-neighbour classifier in pixel space (scikit-learn) gets it wrong (bool):
+    the paired unit of every comparison of §8.1's errors."""
     from sklearn.neighbors import KNeighborsClassifier
 
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise ValueError("images and labels differ in length")
     knn = KNeighborsClassifier(n_neighbors=1, algorithm="brute")
-    knn.fit(train_x.reshape(len(train_x), -1).float().numpy(), train_y.numpy())
-    pred = knn.predict(test_x.reshape(len(test_x), -1).float().numpy())
-    return float((torch.from_numpy(pred) != test_y).double().mean())
+    knn.fit(train_x.reshape(len(train_x), -1).float().cpu().numpy(), train_y.cpu().numpy())
+    pred = knn.predict(test_x.reshape(len(test_x), -1).float().cpu().numpy())
+    return torch.from_numpy(pred) != test_y.cpu()
+
+
+def nearest_neighbour_error(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                            test_y: torch.Tensor) -> float:
+    """Test error (share) of a 1-nearest-neighbour classifier in pixel space (scikit-learn), as in §8.1."""
+    return float(nearest_neighbour_wrong(train_x, train_y, test_x, test_y).double().mean())
 
 
 def nn_error_curve(G, real_train, real_test, sizes: list[int], seed: int = 0) -> list[dict]:
@@ -610,6 +618,8 @@ def nn_error_curve(G, real_train, real_test, sizes: list[int], seed: int = 0) ->
     ``G`` must be label-conditional; its samples carry the labels they were
     generated with (balanced over classes). Real training sets of each size
     are fixed random subsets; sizes above the real set's size have no real point.
+    Each row also keeps, per test image, whether it was misclassified
+    (``generated_wrong``, ``real_wrong``), for paired intervals.
     """
     if not G.cfg.n_classes:
         raise ValueError("nn_error_curve needs a label-conditional generator (ModelConfig.n_classes > 0)")
@@ -619,9 +629,11 @@ def nn_error_curve(G, real_train, real_test, sizes: list[int], seed: int = 0) ->
     perm = torch.randperm(len(real_train), generator=torch.Generator().manual_seed(seed))
     out = []
     for n in sorted(sizes):
-        row = {"n": n, "generated": nearest_neighbour_error(fake[:n], labels[:n], test_x, test_y)}
+        wrong = nearest_neighbour_wrong(fake[:n], labels[:n], test_x, test_y)
+        row = {"n": n, "generated": float(wrong.double().mean()), "generated_wrong": wrong}
         if n <= len(real_train):
             idx = perm[:n]
-            row["real"] = nearest_neighbour_error(real_train.as_float(idx), real_train.labels[idx], test_x, test_y)
+            wrong = nearest_neighbour_wrong(real_train.as_float(idx), real_train.labels[idx], test_x, test_y)
+            row["real"], row["real_wrong"] = float(wrong.double().mean()), wrong
         out.append(row)
     return out

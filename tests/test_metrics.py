@@ -236,3 +236,35 @@ def test_metrics_take_inputs_on_any_device(tmp_path):
     imgs = metrics.sample_images(G, 4, seed=0)
     assert imgs.device.type == "cpu" and imgs.shape == (4, 1, 16, 16)
     assert metrics.fid(fx(imgs), feats) >= 0
+
+
+def test_nearest_neighbour_wrong_is_per_test_image():
+    """Two classes at -1 and +1: a test image takes its nearest training image's label; wrong where they differ."""
+    train_x = torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1)
+    train_y = torch.tensor([0, 1])
+    test_x = torch.tensor([-0.9, 0.8, 0.7, -0.2]).view(4, 1, 1, 1)
+    test_y = torch.tensor([0, 1, 0, 1])
+    wrong = metrics.nearest_neighbour_wrong(train_x, train_y, test_x, test_y)
+    assert wrong.tolist() == [False, False, True, True]
+    assert metrics.nearest_neighbour_error(train_x, train_y, test_x, test_y) == 0.5
+
+
+def test_nn_error_curve_keeps_per_image_errors():
+    G = Generator(ModelConfig(image_size=16, channels=1, nz=8, ngf=8, ndf=8, n_classes=10))
+    g = torch.Generator().manual_seed(0)
+
+    class _Set:  # what nn_error_curve reads of a data set
+        def __init__(self, n):
+            self.x, self.labels = torch.rand(n, 1, 16, 16, generator=g) * 2 - 1, torch.arange(n) % 10
+
+        def __len__(self):
+            return len(self.x)
+
+        def as_float(self, idx=slice(None)):
+            return self.x[idx]
+
+    curve = metrics.nn_error_curve(G, _Set(50), _Set(30), [20, 40, 80])
+    assert [r["n"] for r in curve] == [20, 40, 80] and "real" not in curve[-1]  # 80 > 50 real images
+    for r in curve:
+        assert r["generated_wrong"].shape == (30,) and r["generated"] == r["generated_wrong"].double().mean().item()
+    assert curve[0]["real"] == curve[0]["real_wrong"].double().mean().item()
