@@ -478,14 +478,22 @@ def class_histogram(logits: torch.Tensor, n_classes: int | None = None) -> torch
 
 @torch.no_grad()
 def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 500,
-                  labels: torch.Tensor | None = None) -> torch.Tensor:
+                  labels: torch.Tensor | None = None, bn: str = "running") -> torch.Tensor:
     """n images from generator ``G`` (fixed seed), in [-1, 1] on the CPU.
 
     A label-conditional G (``cfg.n_classes > 0``) gets ``labels`` or, by
     default, the classes in turn (balanced).
+
+    ``bn``: how BatchNorm normalises at sampling time. "running" (the
+    book's choice, PyTorch's eval mode): the running statistics gathered in
+    training, so each image depends on its own z alone. "batch": each batch
+    of ``batch_size`` samples with its own statistics, as the authors'
+    Theano code and pytorch/examples sample (``G`` itself is not changed).
     """
     from .models import sample_noise
 
+    if bn not in ("running", "batch"):
+        raise ValueError(f"bn must be 'running' or 'batch', got {bn!r}")
     cfg = G.cfg
     gen = torch.Generator().manual_seed(seed)
     z = sample_noise(cfg, n, gen)
@@ -496,13 +504,20 @@ def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 500,
     elif labels is not None:
         raise ValueError("labels were given for an unconditional generator")
     was_training = G.training
-    G.eval()
+    if bn == "batch":
+        import copy
+
+        # a copy in train mode: batch statistics, while G's own running statistics stay as they are
+        G = copy.deepcopy(G).train()
+    else:
+        G.eval()
     dev = next(G.parameters()).device
     out = []
     for i in range(0, n, batch_size):
         y = None if labels is None else labels[i:i + batch_size].to(dev)
         out.append(G(z[i:i + batch_size].to(dev), y).float().cpu())
-    G.train(was_training)
+    if bn == "running":
+        G.train(was_training)
     return torch.cat(out).clamp_(-1, 1)
 
 

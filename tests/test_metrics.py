@@ -268,3 +268,20 @@ def test_nn_error_curve_keeps_per_image_errors():
     for r in curve:
         assert r["generated_wrong"].shape == (30,) and r["generated"] == r["generated_wrong"].double().mean().item()
     assert curve[0]["real"] == curve[0]["real_wrong"].double().mean().item()
+
+
+def test_sample_images_batch_statistics_leave_g_unchanged():
+    """bn='batch' normalises each batch with its own statistics (the authors' sampling) without touching G."""
+    torch.manual_seed(0)
+    G = Generator(ModelConfig(image_size=16, channels=1, nz=8, ngf=8, ndf=8))
+    with torch.no_grad():  # running statistics far from any batch's: the two modes must differ
+        for m in G.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.fill_(5.0)
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    run, batch = metrics.sample_images(G, 64, bn="running"), metrics.sample_images(G, 64, bn="batch")
+    assert run.shape == batch.shape == (64, 1, 16, 16) and not torch.allclose(run, batch)
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items()) and G.training
+    assert torch.equal(batch, metrics.sample_images(G, 64, bn="batch"))  # same seed, same batches: same images
+    with pytest.raises(ValueError, match="bn must be"):
+        metrics.sample_images(G, 4, bn="eval")
