@@ -396,7 +396,7 @@ def l2svm_objective(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, y: n
     return 0.5 * ((W * W).sum(1) + b * b) + C * (h * h).sum(0)
 
 
-def _exact_step(a: np.ndarray, pp: np.ndarray, m: np.ndarray, dm: np.ndarray, C: float,
+def _exact_step(a: np.ndarray, pp: np.ndarray, m: np.ndarray, dm: np.ndarray, C: np.ndarray,
                 iters: int = 60) -> np.ndarray:
     """Exact minimiser t >= 0 of phi(t) = f(W + t p) per column (phi is a convex piecewise quadratic).
 
@@ -429,34 +429,81 @@ def _exact_step(a: np.ndarray, pp: np.ndarray, m: np.ndarray, dm: np.ndarray, C:
     return np.where(done, t, lo)
 
 
-def _lbfgs_columns(X: torch.Tensor, S: np.ndarray, C: float, W: np.ndarray, *, tol: float,
-                   max_iter: int, memory: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+@dataclass
+class _Preconditioner:
+    """The features' top principal directions, to start L-BFGS's two-loop recursion from a good inverse Hessian.
+
+    Column k's Hessian is I + 2C X_A^T X_A over its active points A (margin < 1). With
+    rho_k = |A| / n, X_A^T X_A ~ rho_k X^T X, whose largest eigenvalues (the features' common modes)
+    make the problem ill-conditioned. ``V`` (d, r) and ``s2`` are X's top right singular vectors and
+    squared singular values (decreasing); ``V=None`` means the features already are principal
+    coordinates with variances ``s2`` (the reduced problem of :func:`_solve_l2svm`), so the
+    approximation is diagonal and complete.
+    """
+
+    V: torch.Tensor | None
+    s2: np.ndarray
+    n: int
+
+    @classmethod
+    def top(cls, X: torch.Tensor, rank: int, seed: int = 0) -> "_Preconditioner | None":
+        r = min(rank, min(X.shape) - 1)
+        if r < 1:
+            return None
+        g = torch.random.get_rng_state()
+        torch.manual_seed(seed)  # svd_lowrank starts from a random matrix: keep fits reproducible
+        try:
+            _, S, V = torch.svd_lowrank(X, q=r, niter=2)
+        finally:
+            torch.random.set_rng_state(g)
+        return cls(V.double(), (S.double() ** 2).numpy(), X.shape[0])
+
+    def apply(self, q: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """H0 q for columns with curvature scale ``mu`` = 2 C rho (one per column)."""
+        coef = 1.0 / (1.0 + mu[None, :] * self.s2[:, None])  # (r, K)
+        out = np.empty_like(q)
+        if self.V is None:
+            out[:-1] = q[:-1] * coef
+        else:
+            rest = 1.0 / (1.0 + mu * self.s2[-1])  # the complement's eigenvalues are below s2[-1]
+            qd = torch.from_numpy(q[:-1])
+            out[:-1] = (qd * torch.from_numpy(rest)
+                        + self.V @ (torch.from_numpy(coef - rest) * (self.V.T @ qd))).numpy()
+        out[-1] = q[-1] / (1.0 + mu * self.n)  # the bias: a constant column, orthogonal to centred features
+        return out
+
+
+def _lbfgs_columns(X: torch.Tensor, S: np.ndarray, C: np.ndarray, W: np.ndarray, *, tol: float,
+                   max_iter: int, memory: int, precond: _Preconditioner | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Minimise every column's L2-SVM objective at once: L-BFGS per column, exact line search.
 
-    ``X`` (n, d) float32 tensor, ``S`` (n, K) +-1, ``W`` (d+1, K) float64 start ([w; b] per column).
-    The two matrix products per iteration (the whole cost) run in float32 on every torch thread; the
-    O(n K) and O(d K) rest in float64 numpy. A column stops when 0.5 |grad|^2 <= tol * f: f is
-    1-strongly convex, so f - f* <= 0.5 |grad|^2, i.e. its objective is then within ``tol`` (relative)
-    of the optimum: a certificate, not a heuristic. Returns W, iterations and certified relative gap per
-    column, and the objective per column.
+    ``X`` (n, d) float32 tensor, ``S`` (n, K) +-1, ``C`` (K,) one constant per column (so a whole
+    path over C shares the passes over X), ``W`` (d+1, K) float64 start ([w; b] per column).
+    The two matrix products per iteration (the whole cost: each reads X once) run in float32 on every
+    torch thread; the O(n K) and O(d K) rest in float64 numpy. A column stops when
+    0.5 |grad|^2 <= tol * f: f is 1-strongly convex, so f - f* <= 0.5 |grad|^2, i.e. its objective is
+    then within ``tol`` (relative) of the optimum: a certificate, not a heuristic. Returns W,
+    iterations and certified relative gap per column, and the objective per column.
     """
     n, d = X.shape
     K = S.shape[1]
+    C = np.broadcast_to(np.asarray(C, dtype=np.float64), (K,)).copy()
     W = W.copy()
 
     def xdot(V: np.ndarray) -> np.ndarray:  # [X 1] @ V, (n, k)
-        return (X @ torch.from_numpy(V[:d].astype(np.float32))).numpy().astype(np.float64) + V[d]
+        return (X @ torch.from_numpy(np.ascontiguousarray(V[:d], dtype=np.float32))).numpy().astype(np.float64) + V[d]
 
-    def grad(Wc: np.ndarray, mc: np.ndarray, Sc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def grad(Wc: np.ndarray, mc: np.ndarray, Sc: np.ndarray, Cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h = np.maximum(1.0 - mc, 0.0)
         r = Sc * h
         g = Wc.copy()
-        g[:d] -= 2.0 * C * (X.T @ torch.from_numpy(r.astype(np.float32))).numpy()
-        g[d] -= 2.0 * C * r.sum(0)
-        return 0.5 * (Wc * Wc).sum(0) + C * (h * h).sum(0), g
+        g[:d] -= 2.0 * Cc * (X.T @ torch.from_numpy(r.astype(np.float32))).numpy()
+        g[d] -= 2.0 * Cc * r.sum(0)
+        return 0.5 * (Wc * Wc).sum(0) + Cc * (h * h).sum(0), g
 
     m = S * xdot(W)
-    f, g = grad(W, m, S)
+    f, g = grad(W, m, S, C)
     iters = np.zeros(K, dtype=np.int64)
     gap = 0.5 * (g * g).sum(0) / np.maximum(f, 1e-300)
     act = gap > tol
@@ -472,7 +519,9 @@ def _lbfgs_columns(X: torch.Tensor, S: np.ndarray, C: float, W: np.ndarray, *, t
             al = rho * (s * q).sum(0)
             q -= al * y
             alphas.append(al)
-        if mem:
+        if precond is not None:
+            q = precond.apply(q, 2.0 * C * np.maximum((m < 1).mean(0), 1.0 / n))
+        elif mem:
             s, y, _ = mem[-1]
             yy = (y * y).sum(0)
             q *= np.where(yy > 0, (s * y).sum(0) / np.maximum(yy, 1e-300), 1.0)
@@ -481,12 +530,12 @@ def _lbfgs_columns(X: torch.Tensor, S: np.ndarray, C: float, W: np.ndarray, *, t
         p, ga = -q[:, cols], g[:, cols]
         uphill = (ga * p).sum(0) >= 0  # curvature pairs spoilt by rounding: steepest descent
         p[:, uphill] = -ga[:, uphill]
-        Sc = S[:, cols]
+        Sc, Cc = S[:, cols], C[cols]
         dm = Sc * xdot(p)
-        t = _exact_step((W[:, cols] * p).sum(0), (p * p).sum(0), m[:, cols], dm, C)
+        t = _exact_step((W[:, cols] * p).sum(0), (p * p).sum(0), m[:, cols], dm, Cc)
         W[:, cols] += t * p
         m[:, cols] += t * dm
-        fa, gn = grad(W[:, cols], m[:, cols], Sc)
+        fa, gn = grad(W[:, cols], m[:, cols], Sc, Cc)
         s_full, y_full = np.zeros_like(W), np.zeros_like(W)
         s_full[:, cols], y_full[:, cols] = t * p, gn - ga
         sy = (s_full * y_full).sum(0)
@@ -499,6 +548,42 @@ def _lbfgs_columns(X: torch.Tensor, S: np.ndarray, C: float, W: np.ndarray, *, t
         act[cols] = gap[cols] > tol
         if it % 50 == 49:  # margins are updated incrementally: recompute them against drift
             m = S * xdot(W)
+    return W, iters, gap, f
+
+
+def _solve_l2svm(Xs: torch.Tensor, S: np.ndarray, C: np.ndarray, W0: np.ndarray | None, *, tol: float,
+                 max_iter: int, memory: int, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Solve the L2-SVM columns on float32 features ``Xs`` (n, d); returns as :func:`_lbfgs_columns`.
+
+    n >= d: L-BFGS on Xs, preconditioned with its top ``rank`` principal directions.
+    n < d (few labels): the optimal w lies in the span of the n training rows, so with
+    Xs Xs^T = U diag(lam) U^T the problem is solved exactly on the n principal coordinates
+    L = U diag(sqrt(lam)) (n x n instead of n x d, same objective), fully preconditioned, and
+    w = Xs^T U diag(lam^-1/2) u is mapped back.
+    """
+    n, d = Xs.shape
+    K = S.shape[1]
+    if n >= d:
+        W0 = np.zeros((d + 1, K)) if W0 is None else W0
+        return _lbfgs_columns(Xs, S, C, W0, tol=tol, max_iter=max_iter, memory=memory,
+                              precond=_Preconditioner.top(Xs, rank))
+    X64 = Xs.double()
+    lam, U = torch.linalg.eigh(X64 @ X64.T)
+    lam, U = lam.flip(0), U.flip(1)
+    keep = lam > 1e-10 * lam[0].clamp(min=1e-300)
+    lam, U = lam[keep], U[:, keep]
+    B = U / lam.sqrt()  # columns of Q = Xs^T B are orthonormal
+    L = (U * lam.sqrt()).float().contiguous()
+    r = L.shape[1]
+    U0 = np.zeros((r + 1, K))
+    if W0 is not None:
+        U0[:r] = (B.T @ (X64 @ torch.from_numpy(W0[:d]))).numpy()
+        U0[r] = W0[d]
+    Ur, iters, gap, f = _lbfgs_columns(L, S, C, U0, tol=tol, max_iter=max_iter, memory=memory,
+                                       precond=_Preconditioner(None, lam.numpy(), n))
+    W = np.empty((d + 1, K))
+    W[:d] = (X64.T @ (B @ torch.from_numpy(Ur[:r]))).numpy()
+    W[d] = Ur[r]
     return W, iters, gap, f
 
 
@@ -517,8 +602,7 @@ def _moments(X: np.ndarray, rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     s = np.zeros(X.shape[1])
     ss = np.zeros(X.shape[1])
     for i in range(0, n, rows):
-        b = np.asarray(X[i : i + rows], dtype=np.float64)
-        s += b.sum(0)
+        s += np.asarray(X[i : i + rows], dtype=np.float64).sum(0)
     mean = s / n
     for i in range(0, n, rows):
         b = np.asarray(X[i : i + rows], dtype=np.float64) - mean
@@ -535,16 +619,18 @@ class LinearL2SVM:
     The same objective as scikit-learn's ``LinearSVC(loss="squared_hinge", penalty="l2")`` with its
     default ``intercept_scaling=1`` (the bias is penalised like a weight), on features standardised
     with the training set's mean and standard deviation when ``standardize`` (as ``StandardScaler``).
-    Every one-vs-rest problem is solved at once by L-BFGS with an exact line search; the matrix
-    products use every torch thread (``threads``: None = one per core). A fit stops when each problem's
-    objective is certified within ``tol`` (relative) of its optimum; when ``max_iter`` runs out first,
-    a ``ConvergenceWarning`` names the C and the gap reached (never silenced here).
+    Every one-vs-rest problem (and, in :meth:`fit_path`, every C) is solved at once by L-BFGS with an
+    exact line search and a principal-direction preconditioner; the matrix products use every torch
+    thread (``threads``: None = one per core). A fit stops when each problem's objective is certified
+    within ``tol`` (relative) of its optimum; when ``max_iter`` runs out first, a ``ConvergenceWarning``
+    names the C and the gap reached (never silenced here).
     """
 
     C: float = 1.0
     tol: float = 1e-4
     max_iter: int = 1000
-    memory: int = 20
+    memory: int = 10
+    rank: int = 64  # principal directions in the preconditioner (n >= d)
     standardize: bool = True
     threads: int | None = None
     classes_: np.ndarray | None = field(default=None, repr=False)
@@ -564,6 +650,15 @@ class LinearL2SVM:
 
     def fit(self, X: np.ndarray, y: np.ndarray, init: "LinearL2SVM | None" = None) -> "LinearL2SVM":
         """Fit on (n, d) features ``X`` and labels ``y``; ``init``: a fitted model to start from (a warm start)."""
+        return self.fit_path(X, y, [self.C], init=init)[0]
+
+    def fit_path(self, X: np.ndarray, y: np.ndarray, Cs: Sequence[float],
+                 init: "LinearL2SVM | None" = None) -> list["LinearL2SVM"]:
+        """One fitted model per C in ``Cs``, all solved together (the passes over X are shared).
+
+        This model's settings are used for every C; it becomes the fit for ``Cs[0]``.
+        """
+        import copy
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
@@ -571,48 +666,65 @@ class LinearL2SVM:
         y = np.asarray(y)
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
+        if not len(Cs):
+            raise ValueError("Cs is empty: give at least one regularisation constant")
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise ValueError("the L2-SVM needs at least two classes")
         if self.standardize:
             self.mean_, self.scale_ = _moments(X)
         S = _ovr_signs(y, self.classes_)
-        K, d = S.shape[1], X.shape[1]
-        W0 = np.zeros((d + 1, K))
+        K, d, nC = S.shape[1], X.shape[1], len(Cs)
+        W0 = None
         if init is not None and init.coef_ is not None and init.coef_.shape == (K, d):
-            W0[:d], W0[d] = init.coef_.T, init.intercept_
+            W0 = np.tile(np.vstack([init.coef_.T, init.intercept_[None]]), (1, nC))
         with _threads(self.threads):
-            Xt = self._prepare(X)
-            W, iters, gap, f = _lbfgs_columns(Xt, S, float(self.C), W0, tol=self.tol,
-                                              max_iter=self.max_iter, memory=self.memory)
-        self.coef_ = W[:d].T.copy()
-        self.intercept_ = W[d].copy()
-        self.n_iter_, self.gap_, self.objective_ = int(iters.max()), float(gap.max()), f
-        self.converged_ = bool(self.gap_ <= self.tol)
-        if not self.converged_:
-            warnings.warn(
-                f"L2-SVM with C={self.C:g} did not converge in max_iter={self.max_iter} iterations: "
-                f"{int((gap > self.tol).sum())} of {K} one-vs-rest problems have a certified objective gap up to "
-                f"{self.gap_:.1e} (tol {self.tol:g}); raise max_iter or tol", ConvergenceWarning, stacklevel=2)
-        return self
+            W, iters, gap, f = _solve_l2svm(self._prepare(X), np.tile(S, (1, nC)), np.repeat(np.asarray(Cs, float), K),
+                                            W0, tol=self.tol, max_iter=self.max_iter, memory=self.memory, rank=self.rank)
+        models = []
+        for j, C in enumerate(Cs):
+            m = self if j == 0 else copy.copy(self)
+            cols = slice(j * K, (j + 1) * K)
+            m.C = float(C)
+            m.coef_, m.intercept_ = W[:d, cols].T.copy(), W[d, cols].copy()
+            m.n_iter_, m.gap_, m.objective_ = int(iters[cols].max()), float(gap[cols].max()), f[cols].copy()
+            m.converged_ = bool(m.gap_ <= m.tol)
+            if not m.converged_:
+                warnings.warn(
+                    f"L2-SVM with C={m.C:g} did not converge in max_iter={m.max_iter} iterations: "
+                    f"{int((gap[cols] > m.tol).sum())} of {K} one-vs-rest problems have a certified objective gap "
+                    f"up to {m.gap_:.1e} (tol {m.tol:g}); raise max_iter or tol", ConvergenceWarning, stacklevel=2)
+            models.append(m)
+        return models
 
     def decision_function(self, X: np.ndarray, rows: int = 8192) -> np.ndarray:
-        if self.coef_ is None:
-            raise RuntimeError("LinearL2SVM.decision_function called before fit")
-        W = torch.from_numpy(self.coef_.T.astype(np.float32))
-        b = torch.from_numpy(self.intercept_.astype(np.float32))
-        out = []
-        with _threads(self.threads):
-            for i in range(0, len(X), rows):
-                out.append((self._prepare(X[i : i + rows]) @ W + b).numpy())
-        z = np.concatenate(out) if out else np.empty((0, W.shape[1]), dtype=np.float32)
-        return z[:, 0] if len(self.classes_) == 2 else z
+        return _decisions([self], X, rows)[0]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        z = self.decision_function(X)
-        if len(self.classes_) == 2:
-            return self.classes_[(z > 0).astype(int)]
-        return self.classes_[z.argmax(1)]
+        return _predict_from(self, self.decision_function(X))
+
+
+def _decisions(models: list[LinearL2SVM], X: np.ndarray, rows: int = 8192) -> list[np.ndarray]:
+    """Decision values of models fitted on the same standardisation, in one pass over X."""
+    m0 = models[0]
+    if m0.coef_ is None:
+        raise RuntimeError("LinearL2SVM.decision_function called before fit")
+    W = torch.from_numpy(np.concatenate([m.coef_.T for m in models], 1).astype(np.float32))
+    b = torch.from_numpy(np.concatenate([m.intercept_ for m in models]).astype(np.float32))
+    out = []
+    with _threads(m0.threads):
+        for i in range(0, len(X), rows):
+            out.append((m0._prepare(X[i : i + rows]) @ W + b).numpy())
+    Z = np.concatenate(out) if out else np.empty((0, W.shape[1]), dtype=np.float32)
+    K = m0.coef_.shape[0]
+    return [Z[:, j * K : (j + 1) * K][:, 0] if len(m0.classes_) == 2 else Z[:, j * K : (j + 1) * K]
+            for j in range(len(models))]
+
+
+def _predict_from(m: LinearL2SVM, z: np.ndarray) -> np.ndarray:
+    if len(m.classes_) == 2:
+        return m.classes_[(z > 0).astype(int)]
+    return m.classes_[z.argmax(1)]
 
 
 @dataclass
@@ -623,7 +735,7 @@ class SVMResult:
     val_acc: dict[float, float]
     model: object = field(repr=False)  # LinearL2SVM (or a Pipeline(StandardScaler, LinearSVC) for solver="liblinear")
     fit_seconds: float = 0.0
-    fits: dict = field(default_factory=dict)  # C (and "refit") -> wall s, CPU s, iterations, certified gap
+    fits: dict = field(default_factory=dict)  # step -> wall s, CPU s, iterations (per C), certified gap
 
     def accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(self.predict(X) == np.asarray(y)))
@@ -632,9 +744,8 @@ class SVMResult:
         return self.model.predict(X if isinstance(self.model, LinearL2SVM) else _chunks_f32(X))
 
     def summary(self) -> str:
-        """One line per fit: C, iterations, wall and CPU seconds (CPU/wall ~ the cores kept busy)."""
-        return "; ".join(f"C={k if isinstance(k, str) else f'{k:g}'}: {v['iters']} it, {v['wall']:.1f}s wall, "
-                         f"{v['cpu']:.1f}s CPU" for k, v in self.fits.items())
+        """One entry per fit: iterations, wall and CPU seconds (CPU / wall ~ the cores kept busy)."""
+        return "; ".join(f"{k}: {v['iters']} it, {v['wall']:.1f}s wall, {v['cpu']:.1f}s CPU" for k, v in self.fits.items())
 
 
 def _chunks_f32(X: np.ndarray) -> np.ndarray:
@@ -650,14 +761,12 @@ def _liblinear(C: float, max_iter: int, seed: int, tol: float = 1e-3):
                                                      tol=tol, max_iter=max_iter, random_state=seed))
 
 
-def _fit_one(solver: str, C: float, X, y, *, tol: float, max_iter: int, seed: int, threads: int | None, init=None):
-    """Fit one C; liblinear's ConvergenceWarning is re-raised with the C that caused it."""
+def _fit_liblinear(C: float, X, y, *, tol: float, max_iter: int, seed: int):
+    """scikit-learn's LinearSVC; its ConvergenceWarning is re-raised with the C that caused it."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
-    if solver == "lbfgs":
-        return LinearL2SVM(C=C, tol=tol, max_iter=max_iter, threads=threads).fit(X, y, init=init)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         m = _liblinear(C, max_iter, seed, tol).fit(_chunks_f32(X), y)
@@ -686,12 +795,12 @@ def fit_svm(
 ) -> SVMResult:
     """Fit a linear L2-SVM (squared hinge) on standardised features per C; keep the best C on validation.
 
-    ``solver="lbfgs"`` (default): :class:`LinearL2SVM`, the Cs in increasing order, each fit warm-started
-    from the previous C's solution (``tol`` 1e-4: objective certified within 0.01 % of its optimum).
-    ``solver="liblinear"``: scikit-learn's ``LinearSVC`` (single-threaded; ``tol`` 1e-3, the reference).
-    Ties in validation accuracy go to the smallest C. ``refit_on_val``: refit the chosen C on train +
-    validation (§5.1 uses all training labels; §5.2 keeps validation for model selection only).
-    Non-convergence is never silenced: it is a ``ConvergenceWarning`` naming the C.
+    ``solver="lbfgs"`` (default): :class:`LinearL2SVM`, every C solved together (``tol`` 1e-4: each
+    objective certified within 0.01 % of its optimum); the refit starts from the chosen C's solution.
+    ``solver="liblinear"``: scikit-learn's ``LinearSVC`` per C (single-threaded; ``tol`` 1e-3), the
+    reference. Ties in validation accuracy go to the smallest C. ``refit_on_val``: refit the chosen C
+    on train + validation (§5.1 uses all training labels; §5.2 keeps validation for model selection
+    only). Non-convergence is never silenced: it is a ``ConvergenceWarning`` naming the C.
     """
     if solver not in ("lbfgs", "liblinear"):
         raise ValueError(f"solver must be 'lbfgs' or 'liblinear', got {solver!r}")
@@ -701,32 +810,38 @@ def fit_svm(
         raise ValueError("Cs is empty: give at least one regularisation constant")
     tol = (1e-4 if solver == "lbfgs" else 1e-3) if tol is None else tol
     max_iter = 1000 if max_iter is None else max_iter
+    Cs = sorted(float(c) for c in Cs)
+    y_val = np.asarray(y_val)
     t0 = time.perf_counter()
-    scores: dict[float, float] = {}
     fits: dict = {}
-    best, best_model, prev = None, None, None
-    for C in sorted(float(c) for c in Cs):
-        w, c = time.perf_counter(), time.process_time()
-        m = _fit_one(solver, C, X_train, y_train, tol=tol, max_iter=max_iter, seed=seed, threads=threads, init=prev)
-        fits[C] = _fit_info(m, w, c)
-        prev = m
-        scores[C] = float(np.mean(m.predict(X_val if solver == "lbfgs" else _chunks_f32(X_val)) == np.asarray(y_val)))
-        if best is None or scores[C] > scores[best]:
-            best, best_model = C, m
+    w, c = time.perf_counter(), time.process_time()
+    if solver == "lbfgs":
+        models = LinearL2SVM(tol=tol, max_iter=max_iter, threads=threads).fit_path(X_train, y_train, Cs)
+        preds = [_predict_from(m, z) for m, z in zip(models, _decisions(models, X_val))]
+        fits[f"path over {len(Cs)} C"] = dict(wall=time.perf_counter() - w, cpu=time.process_time() - c,
+                                              iters=[m.n_iter_ for m in models], gap=max(m.gap_ for m in models))
+    else:
+        models, preds = [], []
+        for C in Cs:
+            w, c = time.perf_counter(), time.process_time()
+            models.append(_fit_liblinear(C, X_train, y_train, tol=tol, max_iter=max_iter, seed=seed))
+            preds.append(models[-1].predict(_chunks_f32(X_val)))
+            fits[f"C={C:g}"] = dict(wall=time.perf_counter() - w, cpu=time.process_time() - c,
+                                    iters=int(np.max(models[-1][-1].n_iter_)), gap=float("nan"))
+    scores = {C: float(np.mean(p == y_val)) for C, p in zip(Cs, preds)}
+    best = max(Cs, key=lambda C: (scores[C], -C))  # ties: the smallest C
+    best_model = models[Cs.index(best)]
     if refit_on_val:
         w, c = time.perf_counter(), time.process_time()
-        best_model = _fit_one(solver, best, np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val]),
-                              tol=tol, max_iter=max_iter, seed=seed, threads=threads, init=best_model)
-        fits["refit"] = _fit_info(best_model, w, c)
+        Xa, ya = np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val])
+        if solver == "lbfgs":
+            best_model = LinearL2SVM(C=best, tol=tol, max_iter=max_iter, threads=threads).fit(Xa, ya, init=best_model)
+            iters, gap = best_model.n_iter_, best_model.gap_
+        else:
+            best_model = _fit_liblinear(best, Xa, ya, tol=tol, max_iter=max_iter, seed=seed)
+            iters, gap = int(np.max(best_model[-1].n_iter_)), float("nan")
+        fits[f"refit C={best:g}"] = dict(wall=time.perf_counter() - w, cpu=time.process_time() - c, iters=iters, gap=gap)
     return SVMResult(best, scores, best_model, time.perf_counter() - t0, fits)
-
-
-def _fit_info(m, wall0: float, cpu0: float) -> dict:
-    if isinstance(m, LinearL2SVM):
-        iters, gap = m.n_iter_, m.gap_
-    else:
-        iters, gap = int(np.max(m[-1].n_iter_)), float("nan")
-    return dict(wall=time.perf_counter() - wall0, cpu=time.process_time() - cpu0, iters=iters, gap=gap)
 
 
 # ---------------------------------------------------------------- §5.2 supervised control

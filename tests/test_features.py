@@ -101,13 +101,14 @@ def test_svm_path_on_tiny_fixture():
     assert set(r.val_acc) == {1e-4, 1e-2, 1.0}
     assert r.val_acc[r.C] == max(r.val_acc.values())
     assert r.accuracy(Xte, yte) > 0.9
-    assert set(r.fits) == {1e-4, 1e-2, 1.0} and all(f["gap"] <= 1e-4 for f in r.fits.values())
+    path = r.fits["path over 3 C"]  # every C solved in the same passes over the features
+    assert path["gap"] <= 1e-4 and len(path["iters"]) == 3
     assert "wall" in r.summary()
     # chance on shuffled labels: the path cannot pass on its own
     shuffled = fe.fit_svm(Xtr, np.random.default_rng(0).permutation(ytr), Xva, yva, Cs=(1e-2,))
     assert shuffled.accuracy(Xte, yte) < 0.7
     refit = fe.fit_svm(Xtr, ytr, Xva, yva, Cs=(1e-2,), refit_on_val=True)
-    assert refit.model.coef_.shape == (3, 20) and "refit" in refit.fits
+    assert refit.model.coef_.shape == (3, 20) and "refit C=0.01" in refit.fits
     ref = fe.fit_svm(Xtr, ytr, Xva, yva, Cs=(1e-2,), refit_on_val=True, solver="liblinear")
     assert ref.model[-1].coef_.shape == (3, 20)
     assert np.mean(ref.predict(Xte) == refit.predict(Xte)) >= 0.99
@@ -277,3 +278,26 @@ def test_step_timer_prints_wall_and_cpu(capsys):
     assert out.startswith("[time] busy:") and "s CPU" in out
     assert len(t.steps) == 1 and t.wall > 0 and t.cpu > 0
     assert "total" in t.table()
+
+
+def test_l2svm_few_samples_many_features_is_exact():
+    """n < d is solved in the span of the training rows: the same optimum as LinearSVC."""
+    from sklearn.svm import LinearSVC
+
+    X, y, Xte, _ = _problem(80, 300, 3, seed=3)
+    for C in (1e-3, 1e-1):
+        ref = LinearSVC(C=C, dual=True, tol=1e-9, max_iter=200_000).fit(X, y)
+        ours = fe.LinearL2SVM(C=C, standardize=False, tol=1e-7).fit(X, y)
+        np.testing.assert_allclose(fe.l2svm_objective(ours.coef_, ours.intercept_, X, y, C),
+                                   fe.l2svm_objective(ref.coef_, ref.intercept_, X, y, C), rtol=1e-3)
+        np.testing.assert_allclose(ours.objective_, fe.l2svm_objective(ours.coef_, ours.intercept_, X, y, C), rtol=1e-4)
+        assert np.mean(ours.predict(Xte) == ref.predict(Xte)) >= 0.99
+
+
+def test_fit_path_equals_separate_fits():
+    X, y, Xte, _ = _problem(300, 40, 4, seed=4)
+    path = fe.LinearL2SVM(standardize=False, tol=1e-7).fit_path(X, y, [1e-3, 1e-1])
+    for m in path:
+        one = fe.LinearL2SVM(C=m.C, standardize=False, tol=1e-7).fit(X, y)
+        np.testing.assert_allclose(m.objective_, one.objective_, rtol=1e-5)
+        assert np.mean(m.predict(Xte) == one.predict(Xte)) >= 0.99
