@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make book   set-up, offline data, every chapter under the `book` profile, html in _build/html
-#   make test   set-up, offline data, unit tests, nbval (smoke baseline), book build check
+#   make test   set-up, offline data, unit tests, nbval + results regression (smoke baseline), book build check
 # Every target installs only what is missing: a second `make` costs seconds.
 
 SHELL := /bin/bash
@@ -19,14 +19,15 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 STAMP := $(VENV)/.dcgan-installed
 ONLY_ARG := $(if $(ONLY),--only $(ONLY),)
 
-.PHONY: help setup data book test unit nbval book-check nbval-baseline lock clean-book
+.PHONY: help setup data book test unit nbval book-check nbval-baseline lock clean-book reference
 
 help:
 	@echo "make book            set up, fetch the data, execute every chapter (PROFILE=$(PROFILE)), render _build/html"
-	@echo "make test            set up, fetch the data, unit tests, nbval against tests/notebooks, book build check"
+	@echo "make test            set up, fetch the data, unit tests, nbval and results regression against tests/notebooks, book build check"
 	@echo "make setup | data | unit | nbval | book-check"
 	@echo "make nbval-baseline [ONLY=02_training]   re-execute chapters under smoke into tests/notebooks/"
 	@echo "make lock            re-resolve requirements.lock from pyproject.toml"
+	@echo "make reference       train the quality gate's reference runs (4x the book's epochs) into dcgan/gate_references.json"
 
 # ---------------------------------------------------------------- environment
 
@@ -39,7 +40,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || uv venv $(VENV) --python $(PYTHON_VERSION) --prompt dcgan
 	@# the package itself, editable and without dependencies, next to the locked ones
 	@echo "-e $(CURDIR)" > $(VENV)/dcgan-editable.txt
-	uv pip sync --python $(PY) requirements.lock $(VENV)/dcgan-editable.txt
+	@# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile torch's
+	@# thousands of modules again at import (10-20 s of CPU per chapter, test run and notebook kernel)
+	uv pip sync --compile-bytecode --python $(PY) requirements.lock $(VENV)/dcgan-editable.txt
 	@# papermill and nbval start the notebooks' `python3` kernel; it must be this venv's Python
 	JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(PY) -c "import ipykernel, os, sys; from jupyter_client.kernelspec \
 	  import KernelSpecManager as K; d = os.path.realpath(K().get_kernel_spec('python3').resource_dir); \
@@ -59,8 +62,15 @@ data:
 book: setup data
 	$(PY) -m dcgan book --profile $(PROFILE) --keep-going $(ONLY_ARG)
 
+# trains in a fresh runs folder, as `make nbval` and CI do: a model cached by an earlier run (other code,
+# other thread count) would give numbers a fresh machine cannot reproduce
 nbval-baseline: setup data
-	$(PY) -m dcgan book --profile smoke --out tests/notebooks --no-build $(ONLY_ARG)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	DCGAN_RUNS="$$tmp/runs" $(PY) -m dcgan book --profile smoke --out tests/notebooks --no-build $(ONLY_ARG)
+
+# the quality gate's thresholds: each book model trained four times longer (long: about an hour on 2 cores)
+reference: setup data
+	$(PY) -m dcgan reference --profile $(PROFILE)
 
 clean-book:
 	rm -rf _build book/*.ipynb book/*.results.json book/results.md
@@ -78,14 +88,25 @@ test: setup data
 	echo "make test:$${summary%,}"; \
 	if [ -n "$$fail" ]; then echo "make test failed:$$fail"; exit 1; fi
 
+# one worker per core (pytest-xdist), each on one thread (tests/conftest.py)
 unit: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider -n auto
 
-# re-executes the smoke baseline; outputs and results go to a temporary folder, never book/
+# re-executes the smoke baseline; outputs and results go to a temporary folder, never book/.
+# Then the results regression: every number the chapters recorded must match the committed
+# tests/notebooks/*.results.json (floats within RESULTS_ATOL + RESULTS_RTOL x |expected|, ints and
+# strings exactly, timing results skipped); it prints the results that moved.
+# Fresh runs folder (as on a new machine: nothing cached); one notebook per worker, each kernel on one thread
+# (setup_chapter), so two chapters run side by side; a chapter that needs another's model waits on its lock.
+NBVAL_WORKERS ?= 2
+RESULTS_RTOL ?= 0.05
+RESULTS_ATOL ?= 0.01
 nbval: setup
-	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	DCGAN_RESULTS_DIR="$$tmp" $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-	  --nbval-cell-timeout=600 tests/notebooks
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; st=0; \
+	DCGAN_RESULTS_DIR="$$tmp" DCGAN_RUNS="$$tmp/runs" $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+	  --nbval-current-env --nbval-cell-timeout=600 -n $(NBVAL_WORKERS) --dist loadfile tests/notebooks || st=1; \
+	$(PY) -m dcgan.results compare tests/notebooks "$$tmp" --rtol $(RESULTS_RTOL) --atol $(RESULTS_ATOL) || st=1; \
+	exit $$st
 
 # builds the html from the smoke baseline in a temporary folder (book/ and _build/ are not touched)
 book-check: setup

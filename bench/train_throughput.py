@@ -1,4 +1,4 @@
-"""Training throughput of the DCGAN step (paper §4 setting: 64x64, batch 128, nz 100, ngf = ndf = 64, RGB).
+"""Training throughput of the DCGAN step: the paper's 64x64 step (ngf = ndf = 64) and the book's 32x32 one (ngf 32).
 
 Prints, in one run and measured side by side, img/s of
 
@@ -10,21 +10,22 @@ the ratio of the fastest to fp32, the FLOPs of one step (``torch.utils.flop_coun
 and the fraction of this machine's measured bf16 (and fp32) matmul peak each path
 reaches. Every path runs the engine's own step, :func:`dcgan.train.gan_step`.
 
-    python bench/train_throughput.py                 # CPU or the GPU if there is one
-    python bench/train_throughput.py --steps 5 --compile --json out.json
+    python bench/train_throughput.py                 # both configurations, CPU or the GPU if there is one
+    python bench/train_throughput.py --config 32x32/ngf32 --steps 20 --compile --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcgan.models import ModelConfig, build_models, sample_noise
-from dcgan.train import cpu_supports_bf16, gan_step
+from dcgan.train import TrainConfig, adam, cpu_supports_bf16, gan_step
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 5) -> float:
@@ -51,8 +52,7 @@ def setup(cfg: ModelConfig, batch: int, device: torch.device, path: str, seed: i
     mem = torch.channels_last if fast else torch.contiguous_format
     G.to(device, memory_format=mem)
     D.to(device, memory_format=mem)
-    oG = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
-    oD = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
+    oG, oD = adam(G, TrainConfig()), adam(D, TrainConfig())  # the engine's optimiser (fused Adam)
     real = (torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size, device=device) * 2 - 1)
     real = real.contiguous(memory_format=mem)
     nets = (torch.compile(G), torch.compile(D)) if "compile" in path else (G, D)
@@ -86,11 +86,40 @@ def time_path(step, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t) / steps
 
 
+# (image size, ngf = ndf, the target share of the bf16 matmul peak): the paper's 64x64 step and the book's 32x32 runs
+CONFIGS = {"64x64/ngf64": (64, 64, 0.85), "32x32/ngf32": (32, 32, 0.60)}
+
+
+def bench_config(size: int, width: int, batch: int, steps: int, warmup: int, device: torch.device, compile_: bool,
+                 peaks: dict) -> dict:
+    cfg = ModelConfig(image_size=size, channels=3, nz=100, ngf=width, ndf=width)
+    flops = step_flops(cfg, batch)
+    bf16_ok = not math.isnan(peaks["bf16"])
+    paths = ["fp32"] + (["bf16"] if bf16_ok else []) + (["bf16+compile"] if bf16_ok and compile_ else [])
+    out: dict = {"image_size": size, "width": width, "batch": batch, "flops_per_step": flops, "paths": {}}
+    print(f"{size}x{size}, batch {batch}, ngf=ndf={width}; one step = {flops / 1e9:.2f} GFLOP")
+    for p in paths:
+        dt = time_path(setup(cfg, batch, device, p), steps, warmup, device)
+        achieved = flops / dt
+        peak = peaks["fp32"] if p == "fp32" else peaks["bf16"]
+        out["paths"][p] = {"img_per_s": batch / dt, "tflops": achieved / 1e12, "fraction_of_peak": achieved / peak}
+        print(f"  {p:<14} {batch / dt:8.1f} img/s  {achieved / 1e12:.3f} TFLOP/s  "
+              f"{100 * achieved / peak:5.1f}% of the {'fp32' if p == 'fp32' else 'bf16'} matmul peak", flush=True)
+    best = max(out["paths"], key=lambda k: out["paths"][k]["img_per_s"])
+    out["fastest"] = best
+    out["speedup_vs_fp32"] = out["paths"][best]["img_per_s"] / out["paths"]["fp32"]["img_per_s"]
+    print(f"  fastest: {best}, {out['speedup_vs_fp32']:.2f}x plain fp32 eager; "
+          f"{100 * out['paths'][best]['fraction_of_peak']:.1f}% of its matmul peak")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--config", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                    help="which step to time (default: both, side by side)")
+    ap.add_argument("--image-size", type=int, help="time this size instead of --config (with --width)")
+    ap.add_argument("--width", type=int, default=64, help="ngf = ndf, with --image-size")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--width", type=int, default=64, help="ngf = ndf")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per path")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="also time bf16 + torch.compile")
@@ -100,31 +129,25 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = ModelConfig(image_size=args.image_size, channels=3, nz=100, ngf=args.width, ndf=args.width)
-    flops = step_flops(cfg, args.batch)
     bf16_ok = device.type == "cuda" or cpu_supports_bf16()
-    peak_bf16 = matmul_peak(torch.bfloat16, device) if bf16_ok else float("nan")
-    peak_fp32 = matmul_peak(torch.float32, device)
-    paths = ["fp32"] + (["bf16"] if bf16_ok else []) + (["bf16+compile"] if bf16_ok and args.compile else [])
-    res: dict = {"device": str(device), "threads": torch.get_num_threads(), "batch": args.batch,
-                 "image_size": args.image_size, "width": args.width, "flops_per_step": flops,
-                 "bf16_matmul_peak_tflops": peak_bf16 / 1e12, "fp32_matmul_peak_tflops": peak_fp32 / 1e12,
-                 "paths": {}}
-    print(f"device {device} ({torch.get_num_threads()} threads), {args.image_size}x{args.image_size}, "
-          f"batch {args.batch}, ngf=ndf={args.width}; one step = {flops / 1e9:.1f} GFLOP")
-    print(f"measured matmul peak: bf16 {peak_bf16 / 1e12:.3f} TFLOP/s, fp32 {peak_fp32 / 1e12:.3f} TFLOP/s")
-    for p in paths:
-        dt = time_path(setup(cfg, args.batch, device, p), args.steps, args.warmup, device)
-        achieved = flops / dt
-        peak = peak_fp32 if p == "fp32" else peak_bf16
-        res["paths"][p] = {"img_per_s": args.batch / dt, "tflops": achieved / 1e12, "fraction_of_peak": achieved / peak}
-        print(f"{p:<14} {args.batch / dt:8.1f} img/s  {achieved / 1e12:.3f} TFLOP/s  "
-              f"{100 * achieved / peak:5.1f}% of the {'fp32' if p == 'fp32' else 'bf16'} matmul peak", flush=True)
-    best = max(res["paths"], key=lambda k: res["paths"][k]["img_per_s"])
-    res["fastest"] = best
-    res["speedup_vs_fp32"] = res["paths"][best]["img_per_s"] / res["paths"]["fp32"]["img_per_s"]
-    print(f"fastest: {best}, {res['speedup_vs_fp32']:.2f}x plain fp32 eager; "
-          f"{100 * res['paths'][best]['fraction_of_peak']:.1f}% of its matmul peak")
+    peaks = {"bf16": matmul_peak(torch.bfloat16, device) if bf16_ok else float("nan"),
+             "fp32": matmul_peak(torch.float32, device)}
+    print(f"device {device} ({torch.get_num_threads()} threads); measured matmul peak: bf16 {peaks['bf16'] / 1e12:.3f} "
+          f"TFLOP/s, fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s")
+    configs = {f"{args.image_size}x{args.image_size}/ngf{args.width}": (args.image_size, args.width, None)} \
+        if args.image_size else {k: CONFIGS[k] for k in args.config}
+    res: dict = {"device": str(device), "threads": torch.get_num_threads(), "bf16_matmul_peak_tflops": peaks["bf16"] / 1e12,
+                 "fp32_matmul_peak_tflops": peaks["fp32"] / 1e12, "configs": {}}
+    for name, (size, width, target) in configs.items():
+        r = bench_config(size, width, args.batch, args.steps, args.warmup, device, args.compile, peaks)
+        r["target_fraction_of_bf16_peak"] = target
+        res["configs"][name] = r
+    print("\nsummary (fastest path; fraction of the bf16 matmul peak against the target):")
+    for name, r in res["configs"].items():
+        frac = r["paths"][r["fastest"]]["fraction_of_peak"]
+        tgt = r["target_fraction_of_bf16_peak"]
+        met = "" if tgt is None else f" (target {100 * tgt:.0f}%: {'met' if frac >= tgt else 'not met'})"
+        print(f"  {name:<12} {r['paths'][r['fastest']]['img_per_s']:8.1f} img/s  {100 * frac:5.1f}%{met}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

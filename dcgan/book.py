@@ -50,6 +50,14 @@ def setup_chapter(chapter: str, profile: str, seed: int = 0) -> ResultsRecorder:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     seed_everything(seed)
+    if profile == "smoke":
+        # The smoke run is the regression baseline (tests/notebooks): one thread makes its float reductions,
+        # hence its recorded numbers, the same on every machine whatever its core count. scikit-learn's
+        # OpenMP/BLAS pools (K-means, SVMs) follow the same rule.
+        torch.set_num_threads(1)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
     print(format_provenance({"chapter": chapter, **provenance(profile, seed)}))
     return ResultsRecorder(chapter, profile, seed)
 

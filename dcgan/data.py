@@ -15,12 +15,16 @@ training on 2 CPU cores is never data-bound. The large ones (LSUN, CelebA, Image
 folders) hold a :class:`LazyImages` instead: it indexes like the uint8 tensor
 (``images[i]``, ``images[idx]``, ``images[:n]``, ``images.shape``) and decodes on access.
 
-Files live under ``$DCGAN_DATA`` (default ``<repo>/data``), one folder per set.
+Files live under ``$DCGAN_DATA`` (default ``<repo>/data``), one folder per set. The torchvision
+sets' files must match the md5s torchvision records before they are parsed (``DCGAN_SKIP_MD5=1``
+opts out, for test fixtures); :func:`data_fingerprint` (file list, sizes, mtimes) goes into the
+training cache key.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -39,6 +43,7 @@ from .paths import data_root
 __all__ = [
     "ImageTensorDataset", "LazyImages", "load_dataset", "available_datasets", "dataset_splits", "dataset_status",
     "DatasetNotFoundError", "UnknownDatasetError", "FETCH_HINT", "PAPER_DATASETS", "OFFLINE_DATASETS",
+    "data_fingerprint", "unreadable_images",
 ]
 
 FETCH_HINT = "run `make data` (or set DCGAN_DATA to the folder that holds it)"
@@ -118,9 +123,9 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 def _check_size(name: str, image_size: int | None, native: int) -> int:
     if image_size is None:
         return native
-    if image_size < 8 or image_size & (image_size - 1):
+    if image_size < 16 or image_size & (image_size - 1):  # what the models accept (ModelConfig)
         raise ValueError(
-            f"{name}: image_size={image_size} is not a power of two; the DCGAN nets halve it down to 4x4, "
+            f"{name}: image_size={image_size} is not a power of two >= 16; the DCGAN nets halve it down to 4x4, "
             "so use 16, 32, 64, ..."
         )
     return image_size
@@ -270,11 +275,14 @@ def _emoji(split: str, image_size: int | None, root: Path, vendors: tuple[str, .
 
 # ---------------------------------------------------------------- the paper's sets: small ones, in memory
 
-def _torchvision_set(name: str, cls, root: Path, download: bool, files: list[Path], how: str, **kw):
+def _torchvision_set(name: str, cls, root: Path, download: bool, files: dict[Path, str | None], how: str, **kw):
     """Build a torchvision data set, downloading it when its files are missing and ``download`` is set.
 
-    torchvision's own md5 checks are replaced by an existence check (see :func:`_exists_only`):
-    corrupt files still fail, when they are parsed, with a :class:`DatasetNotFoundError`.
+    ``files`` maps each file the set reads to the md5 torchvision records for it (None: none
+    recorded). Every recorded md5 is checked before a file is parsed (CIFAR-10's batches are
+    pickles: a planted file would run code), unless ``DCGAN_SKIP_MD5=1`` (the tests' fixtures,
+    which hold other bytes). torchvision's own check is then only "the files exist"
+    (:func:`_exists_only`), so that the error names the file and the fix.
     """
     missing = [p for p in files if not p.exists()]
     if missing and download:
@@ -287,6 +295,7 @@ def _torchvision_set(name: str, cls, root: Path, download: bool, files: list[Pat
         missing = [p for p in files if not p.exists()]
     if missing:
         raise DatasetNotFoundError(f"data set {name!r} not found: looked for {missing[0]}; {how}")
+    _check_md5(name, files)
     try:
         return _exists_only(cls)(str(root), download=False, **kw)
     except Exception as e:
@@ -294,8 +303,34 @@ def _torchvision_set(name: str, cls, root: Path, download: bool, files: list[Pat
                                    f"delete it and {how}") from e
 
 
+_MD5_OK: set[tuple] = set()  # (path, size, mtime, md5) already checked in this process
+
+
+def _check_md5(name: str, files: dict[Path, str | None]) -> None:
+    """Refuse a file whose md5 is not the one torchvision records (``DCGAN_SKIP_MD5=1``: fixtures opt out)."""
+    if os.environ.get("DCGAN_SKIP_MD5") == "1":
+        return
+    from torchvision.datasets.utils import calculate_md5
+
+    for path, md5 in files.items():
+        if md5 is None:
+            continue
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, md5)
+        if key in _MD5_OK:
+            continue
+        got = calculate_md5(path)
+        if got != md5:
+            raise DatasetNotFoundError(
+                f"{path} fails its md5 check (expected {md5}, got {got}): it is corrupt or not the file torchvision "
+                f"publishes, so it is not loaded. Delete {path.parent} and run `python -m dcgan data {name}` to "
+                f"download it again (DCGAN_DATA sets the data folder)"
+            )
+        _MD5_OK.add(key)
+
+
 def _exists_only(cls):
-    """A subclass of a torchvision set whose integrity check is "the files exist" (fixtures have other md5s)."""
+    """A subclass of a torchvision set whose integrity check is "the files exist" (:func:`_check_md5` ran first)."""
 
     class Checked(cls):
         def _check_integrity(self) -> bool:
@@ -325,7 +360,9 @@ def _cifar10(split: str, image_size: int | None, root: Path, download: bool = Tr
 
     size = _check_size("cifar10", image_size, 32)
     d = root / "cifar10"
-    files = [d / CIFAR10.base_folder / f for f, _ in (CIFAR10.train_list if split == "train" else CIFAR10.test_list)]
+    listed = (CIFAR10.train_list if split == "train" else CIFAR10.test_list) + [[CIFAR10.meta["filename"],
+                                                                                   CIFAR10.meta["md5"]]]
+    files = {d / CIFAR10.base_folder / f: md5 for f, md5 in listed}
     ds = _torchvision_set("cifar10", CIFAR10, d, download, files, _get_hint("cifar10", d), train=split == "train")
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     return ImageTensorDataset("cifar10", resize_uint8(images, size), torch.tensor(ds.targets), list(ds.classes))
@@ -336,7 +373,7 @@ def _svhn(split: str, image_size: int | None, root: Path, download: bool = True)
 
     size = _check_size("svhn", image_size, 32)
     d = root / "svhn"
-    files = [d / SVHN.split_list[split][1]]
+    files = {d / SVHN.split_list[split][1]: SVHN.split_list[split][2]}
     ds = _torchvision_set("svhn", SVHN, d, download, files, _get_hint("svhn", d), split=split)
     images = torch.from_numpy(np.ascontiguousarray(ds.data))
     return ImageTensorDataset("svhn", resize_uint8(images, size), torch.from_numpy(ds.labels.astype(np.int64)),
@@ -349,7 +386,8 @@ def _mnist(split: str, image_size: int | None, root: Path, download: bool = True
     size = _check_size("mnist", image_size, 32)
     d = root / "mnist"
     prefix = "train" if split == "train" else "t10k"
-    files = [d / "MNIST" / "raw" / f"{prefix}-{k}" for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    # torchvision records md5s of the .gz downloads only; the raw idx files are parsed, never unpickled.
+    files = {d / "MNIST" / "raw" / f"{prefix}-{k}": None for k in ("images-idx3-ubyte", "labels-idx1-ubyte")}
     ds = _torchvision_set("mnist", MNIST, d, download, files, _get_hint("mnist", d), train=split == "train")
     images = resize_uint8(ds.data[:, None].contiguous(), size)
     return ImageTensorDataset("mnist", images, ds.targets.long(), [str(i) for i in range(10)])
@@ -403,6 +441,28 @@ class LazyImages:
 
     def float(self) -> torch.Tensor:
         raise TypeError("these images are decoded on access; index a batch first (images[idx]) or use as_float(idx)")
+
+
+def unreadable_images(ds: "ImageTensorDataset", threads: int | None = None) -> list[tuple[str, str]]:
+    """Decode every image of a set that decodes on access; ``(image, why)`` for each one that fails.
+
+    Training would hit a broken file only when its batch comes up, possibly hours in; this finds
+    them all up front (``dcgan data NAME --verify``). Sets held in memory were decoded on loading.
+    """
+    if not isinstance(ds.images, LazyImages):
+        return []
+    imgs = ds.images
+
+    def one(key):
+        try:
+            imgs.decode(key)
+            return None
+        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, ... on a broken file
+            why = str(e).replace(f"corrupt or unreadable image {key} ", "")
+            return (key.decode(errors="replace") if isinstance(key, bytes) else str(key), why)
+
+    with ThreadPoolExecutor(threads or imgs.threads) as ex:  # PIL decodes without the GIL
+        return [r for r in ex.map(one, imgs.keys) if r is not None]
 
 
 def _open_image(path) -> "Image.Image":
@@ -599,6 +659,59 @@ def dataset_status(root: str | Path | None = None) -> list[dict]:
     return out
 
 
+# The folder of each set's files under the data root: what data_fingerprint lists.
+_SET_FOLDERS = {"fashion-mnist": "fashion-mnist", "mnist-10k": "mnist-10k", "emoji": "emoji",
+                "emoji-google": "emoji/google", "emoji-twitter": "emoji/twitter",
+                "cifar10": "cifar10/cifar-10-batches-py", "svhn": "svhn", "mnist": "mnist/MNIST/raw",
+                "celeba": "celeba", "imagefolder": "imagefolder", "lsun-bedroom": "lsun", "imagenet32": "imagenet"}
+
+
+def data_fingerprint(name: str, root: str | Path | None = None) -> str:
+    """A cheap fingerprint of data set ``name`` as it is on disk now (part of the training cache key).
+
+    The sha256 of the sorted (relative path, size, mtime) list of the set's files: it stats, reads
+    nothing, so it costs milliseconds for the offline sets (a few checksummed files) and about what
+    listing the folder costs for image folders. Another folder of the same name, files added or
+    replaced, or another ``DCGAN_DATA`` all give another fingerprint; ``"missing"`` when absent.
+    """
+    if name.startswith("folder:"):
+        folder = Path(name[len("folder:"):]).expanduser()
+    elif name in _SET_FOLDERS:
+        folder = (Path(root) if root is not None else data_root()) / _SET_FOLDERS[name]
+    else:
+        raise _unknown(name)
+    if not folder.is_dir():
+        return "missing"
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # like the loaders: hidden folders are not data
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            p = os.path.join(dirpath, f)
+            try:
+                st = os.stat(p)
+            except OSError:  # vanished while listing, or a broken link: the loader will say so
+                continue
+            rows.append(f"{os.path.relpath(p, folder)}\t{st.st_size}\t{st.st_mtime_ns}\n")
+    return hashlib.sha256("".join(sorted(rows)).encode()).hexdigest()[:16]
+
+
+# The offline sets decoded and resized once per process (chapter 08 alone loads Fashion-MNIST for each of its runs).
+_OFFLINE_CACHE: dict[tuple, ImageTensorDataset] = {}
+
+
+def _cached_offline(name: str, split: str, image_size: int | None, root: Path, loader) -> ImageTensorDataset:
+    # the data's fingerprint (files, sizes, mtimes) is in the key: a re-fetched or changed set is decoded again
+    key = (name, split, image_size, str(root.resolve()), data_fingerprint(name, root))
+    if key not in _OFFLINE_CACHE:
+        _OFFLINE_CACHE[key] = loader(split, image_size, root)
+    ds = _OFFLINE_CACHE[key]
+    # a new dataset object over the same (never modified in place) tensors, so a caller's changes stay its own
+    return ImageTensorDataset(ds.name, ds.images, ds.labels, list(ds.classes),
+                              {k: list(v) for k, v in ds.attributes.items()})
+
+
 def load_dataset(name: str, split: str = "train", image_size: int | None = None, root: str | Path | None = None,
                  download: bool = True) -> ImageTensorDataset:
     """Load data set ``name`` as a Dataset of ``(image in [-1, 1], label)``.
@@ -616,6 +729,8 @@ def load_dataset(name: str, split: str = "train", image_size: int | None = None,
     if split not in splits:
         raise ValueError(f"data set {name!r} has splits {splits}, not {split!r}")
     root = Path(root) if root is not None else data_root()
+    if name in OFFLINE_DATASETS:
+        return _cached_offline(name, split, image_size, root, loader)
     if name in _DOWNLOADABLE:
         return loader(split, image_size, root, download=download)
     if folder is not None:

@@ -18,7 +18,11 @@ This module builds that hash and the tools to measure it:
 - :func:`plant_near_duplicates` adds copies with known ground truth (shifts,
   crops, noise, JPEG re-encoding, brightness), and :func:`pair_curve` counts
   flagged and true pairs over all pairs for a precision/recall curve, for
-  the hash (Hamming radius) and for a pixel-space L2 baseline alike.
+  the hash (Hamming radius) and for a pixel-space L2 baseline alike;
+- :func:`split_halves` and :func:`held_out` keep the choice of the radius
+  out of sample: it is chosen on one half of the planted pairs (each source
+  with its copies on one side) and precision, recall and false-positive rate
+  are scored, with 95 % intervals, on the other half.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ __all__ = [
     "popcount", "hamming", "group", "duplicate_pairs", "pairs_from_labels", "exact_byte_groups",
     "plant_near_duplicates", "Plants", "PLANT_KINDS", "pair_curve", "hamming_distances", "l2_distances",
     "precision_recall", "synthetic_codes", "pick_threshold", "flagged_precision", "PlantStudy", "plant_study", "variant_pairs",
-    "pair_grid",
+    "pair_grid", "split_halves", "score_at", "held_out", "HeldOut", "group_recall",
 ]
 
 INPUT_SIZE = 32  # the paper's 32x32 down-sampled centre crops -> 3 * 32 * 32 = 3072 inputs
@@ -533,13 +537,16 @@ class PlantStudy:
     plant_hamming: np.ndarray  # Hamming distance of every plant to its source
     plant_l2: np.ndarray  # RMS pixel distance of every plant to its source
     plant_exact: np.ndarray  # whether every plant is byte-identical to its source
+    half: np.ndarray | None = None  # (N + P,) 0/1: split_halves(); None when the study was not split
+    halves: tuple[dict, dict] | None = None  # per half: {"hash": curve, "l2": curve, "exact": counts, "rows": idx}
 
-    def per_kind_recall(self, radius: int, l2_threshold: float) -> dict[str, dict[str, float]]:
-        """Share of (source, plant) pairs each method flags, per plant kind."""
+    def per_kind_recall(self, radius: int, l2_threshold: float, half: int | None = None) -> dict[str, dict[str, float]]:
+        """Share of (source, plant) pairs each method flags, per plant kind (only the plants of ``half``, if given)."""
         kinds = np.asarray(self.plants.kind[self.plants.n_original:])
+        keep = np.ones(len(kinds), bool) if half is None else self.half[self.plants.n_original:] == half
         out = {}
         for k in dict.fromkeys(kinds):
-            m = kinds == k
+            m = (kinds == k) & keep
             out[k] = dict(hash=float((self.plant_hamming[m] <= radius).mean()),
                           l2=float((self.plant_l2[m] <= l2_threshold).mean()),
                           exact_bytes=float(self.plant_exact[m].mean()))
@@ -563,13 +570,98 @@ def plant_study(images, n_sources: int, cfg: HashConfig, radii: Sequence[int], l
     hash_curve = pair_curve(hamming_distances(codes), plants.truth, radii, ignore=ign)
     l2_curve = pair_curve(l2_distances(x), plants.truth, l2_thresholds, ignore=ign)
     exact = flagged_precision(pairs_from_labels(exact_byte_groups(plants.images)), plants.truth, ign)
+    half = split_halves(plants, seed)
+    halves = []
+    for h in (0, 1):
+        rows = np.flatnonzero(half == h)
+        t, ig = plants.truth[rows], None if ign is None else ign[rows]
+        halves.append(dict(
+            rows=rows,
+            hash=pair_curve(hamming_distances(codes[rows]), t, radii, ignore=ig),
+            l2=pair_curve(l2_distances(x[rows]), t, l2_thresholds, ignore=ig),
+            exact=flagged_precision(pairs_from_labels(exact_byte_groups(plants.images[rows])), t, ig)))
     src = plants.truth[n:]
     return PlantStudy(
         plants, hasher, x, codes, ign, hash_curve, l2_curve, exact,
         plant_hamming=hamming(codes[n:], codes[src]),
         plant_l2=((x[n:] - x[src]) ** 2).mean(1).sqrt().numpy(),
         plant_exact=(plants.images[n:] == plants.images[src]).flatten(1).all(1).numpy(),
+        half=half, halves=tuple(halves),
     )
+
+
+def split_halves(plants: Plants, seed: int = 0) -> np.ndarray:
+    """0 or 1 per row of ``plants``: each original with all its copies on one side.
+
+    Originals with copies and those without are each split in half at random
+    (seeded), so both halves hold the same number of planted groups and of
+    plain images, i.e. the same density of true and false pairs.
+    """
+    n = plants.n_original
+    sourced = np.zeros(n, dtype=bool)
+    sourced[plants.truth[n:]] = True
+    rng = np.random.default_rng([seed, 41])  # independent of the planting draw
+    side = np.zeros(n, dtype=np.int64)
+    for members in (np.flatnonzero(sourced), np.flatnonzero(~sourced)):
+        side[rng.permutation(members)[len(members) // 2:]] = 1
+    return side[plants.truth]
+
+
+def score_at(curve: dict, threshold: float) -> dict:
+    """Counts, precision, recall and false-positive rate of a :func:`pair_curve` at ``threshold``, with 95 %
+    Wilson intervals (flagged pairs treated as independent draws). The FP rate is ``nan`` when nothing is flagged."""
+    from .intervals import wilson_ci
+
+    k = int(np.flatnonzero(np.isclose(curve["thresholds"], threshold))[0])
+    f, tp, n_true = int(curve["flagged"][k]), int(curve["true_pos"][k]), int(curve["n_true"])
+    p_lo, p_hi = wilson_ci(tp, f)
+    r_lo, r_hi = wilson_ci(tp, n_true)
+    return dict(threshold=float(threshold), flagged=f, true_pos=tp, n_true=n_true,
+                precision=tp / f if f else float("nan"), precision_ci=(p_lo, p_hi),
+                recall=tp / n_true if n_true else float("nan"), recall_ci=(r_lo, r_hi),
+                fp_rate=1 - tp / f if f else float("nan"), fp_rate_ci=(1 - p_hi, 1 - p_lo))
+
+
+@dataclass
+class HeldOut:
+    """The radius and L2 threshold chosen on one half of the planted pairs, scored on the other."""
+
+    radius: int
+    l2_threshold: float
+    hash: dict  # score_at() of the hash on the scoring half
+    hash_r0: dict  # the paper's exact collision (radius 0) on the scoring half
+    l2: dict
+    exact: dict  # exact-byte hashing on the scoring half: flagged_precision()
+    recall_by_group: dict  # {"hash": (G,), "l2": (G,)}: recall per planted group of the scoring half
+    score_half: int
+
+
+def held_out(study: PlantStudy, target_precision: float, select_half: int = 0) -> HeldOut:
+    """Choose the radius and the L2 threshold (largest with precision >= target) on ``select_half``; score both
+    on the other half, so the precision claim is tested out of sample rather than holding by construction."""
+    if study.halves is None:
+        raise ValueError("this study was not split in halves; run plant_study()")
+    sel, ev = study.halves[select_half], study.halves[1 - select_half]
+    radius, _ = pick_threshold(sel["hash"], target_precision)
+    l2_t, _ = pick_threshold(sel["l2"], target_precision)
+    return HeldOut(int(radius), float(l2_t), score_at(ev["hash"], radius), score_at(ev["hash"], 0),
+                   score_at(ev["l2"], l2_t), ev["exact"], group_recall(study, radius, l2_t, ev["rows"]), 1 - select_half)
+
+
+def group_recall(study: PlantStudy, radius: int, l2_threshold: float, rows: np.ndarray | None = None) -> dict:
+    """Recall of the hash and of the L2 threshold per planted group among ``rows`` (default: all).
+
+    A group is a source and its copies with all their true pairs; it is the
+    unit of a bootstrap, since pairs that share a source are not independent
+    draws. Groups have equal sizes, so the mean over groups is the recall.
+    """
+    rows = np.arange(len(study.plants.truth)) if rows is None else np.asarray(rows)
+    pairs = rows[pairs_from_labels(study.plants.truth[rows])]
+    group = study.plants.truth[pairs[:, 0]]
+    hits = dict(hash=hamming(study.codes[pairs[:, 0]], study.codes[pairs[:, 1]]) <= radius,
+                l2=((study.inputs[pairs[:, 0]] - study.inputs[pairs[:, 1]]) ** 2).mean(1).sqrt().numpy() <= l2_threshold)
+    groups = np.unique(group)
+    return {k: np.array([h[group == g].mean() for g in groups]) for k, h in hits.items()}
 
 
 def variant_pairs(attributes: dict[str, list]) -> dict[str, np.ndarray]:

@@ -36,6 +36,7 @@ __all__ = [
     "Responses",
     "random_discriminator",
     "response_purity",
+    "feature_purities",
     "chance_purity",
     "edge_magnitude",
     "map_correlation",
@@ -176,8 +177,13 @@ def response_purity(labels: torch.Tensor, responses: Responses) -> float:
     High when a feature responds to one kind of image; a random feature's top
     images are about as mixed as the data (compare with :func:`chance_purity`).
     """
+    return float(feature_purities(labels, responses).mean())
+
+
+def feature_purities(labels: torch.Tensor, responses: Responses) -> np.ndarray:
+    """Per feature: the share of its top-k images that carry its most common label (features, )."""
     lab = labels[responses.index]  # (features, k)
-    return float(np.mean([torch.bincount(r).max().item() / len(r) for r in lab]))
+    return np.array([torch.bincount(r).max().item() / len(r) for r in lab])
 
 
 def chance_purity(labels: torch.Tensor, k: int, draws: int = 2000, seed: int = 0) -> float:
@@ -338,6 +344,19 @@ class ForgetResult:
     change_outside: float  # ... and outside it
     control_inside: float
     control_outside: float
+    # per sample: region share before, after, and with random maps dropped (mean over the control draws)
+    shares: dict[str, np.ndarray] | None = None
+
+    def removed_minus_control(self, seed: int = 0) -> tuple[float, float, float]:
+        """``removed - removed_control`` and its 95 % interval, bootstrapping the samples (paired: the same z
+        is rendered under both treatments)."""
+        from .intervals import bootstrap_stat_ci
+
+        if self.shares is None:
+            raise ValueError("this ForgetResult has no per-sample shares")
+        s = self.shares
+        return bootstrap_stat_ci(lambda b, a, c: (c.mean() - a.mean()) / max(b.mean(), 1e-12),
+                                 s["before"], s["after"], s["control"], seed=seed)
 
     @property
     def removed(self) -> float:
@@ -375,11 +394,12 @@ def forget(G: Generator, z: torch.Tensor, maps: Sequence[int], mask_fn: Callable
 
     ci, co = change(after)
     ctrl = [change(c) for c in controls]
+    share = lambda x: mask_fn(x).float().flatten(1).mean(1).numpy()  # noqa: E731  (per sample)
+    shares = dict(before=share(before), after=share(after), control=np.mean([share(c) for c in controls], 0))
     return ForgetResult(
         before, after, controls[0], [int(i) for i in maps],
-        float(m0.float().mean()), float(mask_fn(after).float().mean()),
-        float(np.mean([mask_fn(c).float().mean() for c in controls])),
-        ci, co, float(np.mean([c[0] for c in ctrl])), float(np.mean([c[1] for c in ctrl])),
+        float(shares["before"].mean()), float(shares["after"].mean()), float(shares["control"].mean()),
+        ci, co, float(np.mean([c[0] for c in ctrl])), float(np.mean([c[1] for c in ctrl])), shares,
     )
 
 

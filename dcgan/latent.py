@@ -12,8 +12,16 @@
 * :func:`vector_arithmetic`: Y = mean(z_A) - mean(z_B) + mean(z_C) from 3
   exemplars per concept, G(Y) plus 8 samples with uniform +-0.25 noise, the
   same arithmetic in pixel space beside it (Fig. 7), scored over many trials.
-* :func:`attribute_direction` / :func:`direction_walk`: an attribute axis
-  from averaged samples, added along an interpolation (Fig. 8's "turn").
+* :func:`attribute_direction` / :func:`direction_walk` / :func:`direction_hits`:
+  an attribute axis from averaged samples, added along an interpolation
+  (Fig. 8's "turn"), scored with and without it on the same walks.
+
+The tests that *select* exemplars (and build the direction) are not the ones
+that *judge* the results: a judge is fitted on other real images with another
+model and other features (``fit_attribute_test(..., model="forest")``), so
+an output cannot pass merely by looking like what the selector picked; the
+pixel-space control goes through the same judge. :meth:`ArithmeticResult.differences`
+and :func:`direction_hits` give the paired 95 % intervals of the comparisons.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ __all__ = [
     "vector_arithmetic",
     "attribute_direction",
     "direction_walk",
+    "direction_hits",
 ]
 
 Featurizer = Callable[[torch.Tensor], np.ndarray]
@@ -294,16 +303,24 @@ def fit_attribute_test(
     C: float = 0.1,
     max_train: int | None = 3000,
     seed: int = 0,
+    model: str = "logistic",
 ) -> AttributeTest:
-    """A logistic-regression attribute test on ``featurize(images)`` (standardised), fitted on real images.
+    """An attribute test on ``featurize(images)``, fitted on real images.
 
-    Labels are strings (e.g. "dark", "light", "none"); class-balanced weights,
-    so a rare attribute is not ignored. The held-out accuracy is on
-    ``test_images`` (use a split that keeps variants of one emoji together).
+    ``model="logistic"``: logistic regression on standardised features (the
+    selectors); ``"forest"``: a random forest (another model family, for a
+    judge that does not share the selector's decision surface). Labels are
+    strings (e.g. "dark", "light", "none"); class-balanced weights, so a rare
+    attribute is not ignored. The held-out accuracy is on ``test_images`` (use
+    a split that keeps variants of one emoji together).
     """
+    from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    if model not in ("logistic", "forest"):
+        raise ValueError(f"model must be 'logistic' or 'forest', got {model!r}")
 
     if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
         raise ValueError("images and labels must have the same length")
@@ -315,7 +332,11 @@ def fit_attribute_test(
         idx = np.random.default_rng(seed).choice(idx, max_train, replace=False)
     xtr = featurize(train_images[torch.as_tensor(idx)])
     ytr = np.asarray([classes.index(train_labels[i]) for i in idx])
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500, class_weight="balanced"))
+    if model == "logistic":
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500, class_weight="balanced"))
+    else:  # n_jobs=1: the book runs on shared CPUs
+        clf = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, class_weight="balanced", n_jobs=1,
+                                     random_state=seed)
     clf.fit(xtr, ytr)
 
     def proba(images: torch.Tensor) -> np.ndarray:
@@ -414,6 +435,23 @@ class ArithmeticResult:
     pixel_hits: np.ndarray  # (trials,) bool
     base_rate: float  # fraction of random samples that show the target
     pool_counts: dict[str, int] = field(default_factory=dict)  # candidates per concept in the pool
+    base_hits: np.ndarray | None = None  # (pool,) bool: which random samples show the target
+
+    def differences(self, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+        """(difference, 95 % low, high) in share points of outputs on target.
+
+        ``latent_minus_pixel``: paired over trials (the same exemplars feed both);
+        ``latent_minus_base``: trials against the random pool, resampled independently.
+        """
+        from .intervals import bootstrap_diff_ci
+
+        per_trial = self.latent_hits.mean(1)
+        pixel = self.pixel_hits.astype(float)
+        out = {"latent_minus_pixel": bootstrap_diff_ci(per_trial, pixel, paired=True, seed=seed)}
+        if self.base_hits is not None:
+            base = self.base_hits.astype(float)
+            out["latent_minus_base"] = bootstrap_diff_ci(per_trial, base, paired=False, seed=seed)
+        return out
 
     @property
     def latent_rate(self) -> float:
@@ -444,18 +482,22 @@ def vector_arithmetic(
     n_noisy: int = 8,
     noise: float = 0.25,
     seed: int = 0,
+    judge: Mapping[str, AttributeTest] | None = None,
 ) -> ArithmeticResult:
     """Fig. 7 as an unattended, scored experiment.
 
-    Samples G(z_pool) and scores them with ``tests``; each concept's
-    candidates are its ``candidates`` highest-scoring samples among those the
-    tests say show it (all of them ranked by score if fewer pass). Each trial
-    draws ``k`` exemplars per concept from the candidates, forms
+    Samples G(z_pool) and scores them with ``tests`` (the selectors); each
+    concept's candidates are its ``candidates`` highest-scoring samples among
+    those the tests say show it (all of them ranked by score if fewer pass).
+    Each trial draws ``k`` exemplars per concept from the candidates, forms
     Y = A - B + C, and renders G(Y) plus ``n_noisy`` samples of Y + U(-noise,
     noise); the pixel-space arithmetic of the same exemplars is beside it.
-    Every output is judged by the same tests against :func:`target_concept`.
+    Every output, and the random pool for the base rate, is judged by
+    ``judge`` (default: ``tests`` themselves) against :func:`target_concept`.
     """
     target = target_concept(a, b, c)
+    judge = tests if judge is None else judge
+    _check_concept(target, judge)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     x_pool = generate(G, z_pool)
@@ -469,7 +511,7 @@ def vector_arithmetic(
         passing = order[ok[order]]
         pool = passing[:candidates] if len(passing) >= k else order[:max(candidates, k)]
         pools[key] = pool
-    base_rate = float(shows_concept(x_pool, target, tests, probas).mean())
+    base_hits = shows_concept(x_pool, target, judge, probas if judge is tests else None)
     ex_list, lat, pix = [], [], []
     for _ in range(trials):
         pick = {key: torch.as_tensor(rng.choice(p, k, replace=False)) for key, p in pools.items()}
@@ -481,9 +523,9 @@ def vector_arithmetic(
         ex_list.append(ex)
         pix.append(pixel_arithmetic(ex["A"], ex["B"], ex["C"]))
     lat_t, pix_t = torch.stack(lat), torch.stack(pix)
-    lh = shows_concept(lat_t.flatten(0, 1), target, tests).reshape(trials, 1 + n_noisy)
-    ph = shows_concept(pix_t, target, tests)
-    return ArithmeticResult(target, ex_list, lat_t, pix_t, lh, ph, base_rate, counts)
+    lh = shows_concept(lat_t.flatten(0, 1), target, judge).reshape(trials, 1 + n_noisy)
+    ph = shows_concept(pix_t, target, judge)
+    return ArithmeticResult(target, ex_list, lat_t, pix_t, lh, ph, float(base_hits.mean()), counts, base_hits)
 
 
 # ----------------------------------------------------------------- direction ("turn") vector
@@ -508,3 +550,27 @@ def direction_walk(z0: torch.Tensor, z1: torch.Tensor, direction: torch.Tensor, 
     plain = walk(torch.stack([z0, z1]), steps, mode)
     t = torch.linspace(0, 1, steps)[:, None]
     return plain, plain + strength * t * direction[None]
+
+
+def direction_hits(G: nn.Module, z0: torch.Tensor, z1: torch.Tensor, direction: torch.Tensor, judge: AttributeTest,
+                   target: str, steps: int, strength: float = 1.0, mode: str = "slerp",
+                   seed: int = 0) -> dict:
+    """Fig. 8 scored: walks ``z0[i] -> z1[i]`` with and without the direction; ``judge`` reads the last frames.
+
+    Returns the frames (``plain``, ``turned``: (walks, steps, C, H, W)), the
+    per-walk hits (last frame judged ``target``) and ``turned_minus_plain``:
+    (difference in share of walks, 95 % low, high), paired over walks (the same
+    walk with and without the vector).
+    """
+    from .intervals import bootstrap_diff_ci
+
+    if target not in judge.classes:
+        raise ValueError(f"judge {judge.name!r} has classes {judge.classes}, not {target!r}")
+    if len(z0) != len(z1) or len(z0) == 0:
+        raise ValueError(f"need as many start as end points (at least one), got {len(z0)} and {len(z1)}")
+    plain, turned = zip(*[direction_walk(a, b, direction, steps, strength, mode) for a, b in zip(z0, z1)])
+    xp, xt = generate(G, torch.stack(plain)), generate(G, torch.stack(turned))
+    k = judge.classes.index(target)
+    hp, ht = judge.proba(xp[:, -1]).argmax(1) == k, judge.proba(xt[:, -1]).argmax(1) == k
+    return dict(plain=xp, turned=xt, plain_hits=hp, turned_hits=ht,
+                turned_minus_plain=bootstrap_diff_ci(ht.astype(float), hp.astype(float), paired=True, seed=seed))

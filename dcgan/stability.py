@@ -62,8 +62,8 @@ class AblationConfig:
     ndf: int = 16
     fc_hidden: int = 256  # width of the fully connected layer of the "fc-hidden" variant
     batch_size: int = 64
-    subset: int = 2560  # first-N training images; one "epoch" = subset / batch_size steps = one snapshot
-    epochs: int = 4
+    subset: int = 10240  # first-N training images; one "epoch" = subset / batch_size steps = one snapshot
+    epochs: int = 6  # 960 steps: the reference DCGAN's FID plateau at this width (dcgan.gate reference)
     seeds: tuple[int, ...] = (0, 1, 2)
     variants: tuple[str, ...] = tuple(VARIANTS)
     n_eval: int = 1000  # samples behind each final metric

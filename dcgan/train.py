@@ -11,12 +11,14 @@ trained with the non-saturating loss ``-log D(G(z))``. Around it:
   atomically (tmp file + ``os.replace``) and read with ``weights_only=True``;
   a killed run resumes to bit-identical weights on CPU with
   ``deterministic=True`` (fp32);
-* a cache: :func:`train` on a config that was already trained returns that
-  run (the key hashes the config and :data:`CODE_VERSION`); training happens
+* a cache: :func:`train` on a config that was already trained on the same data
+  returns that run (the key hashes the config, :data:`CODE_VERSION` and a
+  fingerprint of the data's files); training happens
   in ``runs/.partial/<key>`` under a file lock and is renamed into place when
   done, so two processes never train the same config twice;
-* NaN/inf losses raise :class:`TrainingDiverged` (``nan_policy="raise"``) or
-  end the run marked ``diverged`` (``"stop"``), never stepping on a bad loss;
+* NaN/inf losses, exploded ones (|loss| > 1e4) and a G saturated at +-1 raise
+  :class:`TrainingDiverged` (``nan_policy="raise"``) or end the run marked
+  ``diverged`` (``"stop"``), so a blown-up run is never cached as a good one;
 * fast paths: bf16 autocast + channels_last on CPUs with bf16 support, CUDA
   autocast on a GPU, optional ``torch.compile``; DDP when launched by
   ``torchrun`` (DistributedSampler, rank-0 logging/checkpoints, optional
@@ -32,6 +34,9 @@ import hashlib
 import json
 import math
 import os
+import re
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -55,6 +60,7 @@ __all__ = [
     "preset",
     "PRESETS",
     "config_key",
+    "cache_key",
     "resolve_precision",
     "save_checkpoint",
     "load_checkpoint",
@@ -64,15 +70,17 @@ __all__ = [
     "cpu_supports_bf16",
     "SimulatedKill",
     "load_discriminator",
+    "adam",
+    "validate",
 ]
 
 # Bump when a change to the training code changes what a config trains to:
 # cached runs of older versions are then retrained instead of reused.
-CODE_VERSION = 1
+CODE_VERSION = 2
 
 
 class TrainingDiverged(FloatingPointError):
-    """A loss became NaN/inf (nan_policy="raise"); the last good checkpoint is kept."""
+    """A loss became NaN/inf or exploded, or G saturated (nan_policy="raise"); earlier checkpoints are kept."""
 
 
 class SimulatedKill(RuntimeError):
@@ -80,7 +88,7 @@ class SimulatedKill(RuntimeError):
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is unreadable, truncated or not one of ours."""
+    """A checkpoint file is unreadable, truncated or not one of ours, or could not be written (full disk)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,9 @@ class TrainConfig:
             raise ValueError("max_steps must be >= 1 or None")
         if self.subset is not None and self.subset < 1:
             raise ValueError("subset must be >= 1 or None")
+        if self.dataset.startswith("folder:"):  # absolute: the same config names the same folder from any directory
+            path = os.path.abspath(os.path.expanduser(self.dataset[len("folder:"):]))
+            object.__setattr__(self, "dataset", f"folder:{path}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,13 +161,42 @@ class TrainConfig:
 
 
 def config_key(cfg: TrainConfig) -> str:
-    """Short stable hash of the config and the code version (the cache key)."""
+    """Short stable hash of the config and the code version (checkpoints carry it; see :func:`cache_key`)."""
     blob = json.dumps({"code_version": CODE_VERSION, "config": cfg.to_dict()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_name(cfg: TrainConfig) -> str:
-    return f"{cfg.dataset}-{cfg.image_size}-{config_key(cfg)}"
+def cache_key(cfg: TrainConfig, init_g: str | Path | None = None, init_d: str | Path | None = None) -> str:
+    """The run cache's key: :func:`config_key`, a fingerprint of the data and of the initial weights.
+
+    The data fingerprint (:func:`dcgan.data.data_fingerprint`: file list, sizes, mtimes) keeps the
+    cache from returning a run trained on other data under the same config text: another folder
+    behind the same name, a changed folder, another ``DCGAN_DATA``.
+    """
+    from .data import data_fingerprint
+
+    h = hashlib.sha256(config_key(cfg).encode())
+    h.update(data_fingerprint(cfg.dataset).encode())
+    for p in (init_g, init_d):
+        h.update(Path(p).read_bytes() if p else b"-")
+    return h.hexdigest()[:16]
+
+
+def _safe_name(dataset: str) -> str:
+    """A data set string as one safe folder-name part: ``folder:/abs/path/imgs`` -> ``folder-imgs``.
+
+    The run and lock names start with it, and a ``/`` there made nested folders; the path
+    itself is in the config, hence in the key, so two folders of the same name stay apart.
+    """
+    if dataset.startswith("folder:"):
+        dataset = "folder-" + os.path.basename(os.path.normpath(dataset[len("folder:"):]))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("._")  # no leading dot: that would hide the folder
+    return safe[:48] or "data"
+
+
+def run_name(cfg: TrainConfig, init_g: str | Path | None = None, init_d: str | Path | None = None) -> str:
+    """The run's folder name under the runs root (and its lock's): safe whatever the data set string is."""
+    return f"{_safe_name(cfg.dataset)}-{cfg.image_size}-{cache_key(cfg, init_g, init_d)}"
 
 
 # ----------------------------------------------------------------------------- presets
@@ -164,7 +204,10 @@ def run_name(cfg: TrainConfig) -> str:
 # name -> (dataset, image_size, channels)
 _PRESET_DATA = {
     "fashion-mnist-32": ("fashion-mnist", 32, 1),
+    "emoji-32": ("emoji", 32, 3),
     "emoji-64": ("emoji", 64, 3),
+    "mnist-cond": ("mnist-10k", 32, 1),  # §8.1: label-conditional (paper profile: the full MNIST)
+    "mnist-cond-noaffine": ("mnist-10k", 32, 1),  # the same without BatchNorm's scale and bias
     "imagenet32": ("imagenet32", 32, 3),
     "svhn-32": ("svhn", 32, 3),
     "lsun-64": ("lsun-bedroom", 64, 3),
@@ -172,6 +215,10 @@ _PRESET_DATA = {
 }
 PRESETS = tuple(_PRESET_DATA)
 _PAPER_ONLY = ("imagenet32", "svhn-32", "lsun-64", "celeba-64")
+
+# Book-profile length of each run, chosen with the gate references (chapter 02 shows the curves): each run
+# ends on its FID plateau (the last fifth of training improves FID by < 10 %) within the book's CPU budget.
+BOOK_EPOCHS = {"fashion-mnist-32": 5, "emoji-32": 40, "emoji-64": 30, "mnist-cond": 15, "mnist-cond-noaffine": 15}
 
 
 def preset(name: str, profile: str = "book") -> TrainConfig:
@@ -187,36 +234,43 @@ def preset(name: str, profile: str = "book") -> TrainConfig:
     if name in _PAPER_ONLY and profile != "paper":
         raise ValueError(
             f"preset {name!r} needs the paper's data and a GPU: use profile='paper' "
-            "(book/smoke chapters use 'fashion-mnist-32' or 'emoji-64')"
+            "(book/smoke chapters use 'fashion-mnist-32' or 'emoji-32')"
         )
     dataset, size, ch = _PRESET_DATA[name]
+    if name.startswith("mnist-cond"):
+        return _mnist_cond(profile, bn_affine=name == "mnist-cond")
     if profile == "smoke":
         # Narrow nets on ~1k images: a few seconds on 2 CPU cores.
         # (emoji: the Google half only, which decodes in half the time.)
         m = ModelConfig(image_size=size, channels=ch, nz=100, ngf=16, ndf=16)
-        ds = "emoji-google" if name == "emoji-64" else dataset
+        ds = "emoji-google" if name.startswith("emoji") else dataset
         return TrainConfig(ds, "train", size, m, epochs=2, subset=1024 if size == 32 else 512, batch_size=64)
     if profile == "book":
-        # Narrower than the paper (ngf = ndf = 32) and a 20k-image Fashion-MNIST subset, so that chapter 02's
-        # two runs fit ~15 minutes on 2 shared CPU cores; the paper profile has the paper's widths.
+        # Narrower than the paper (ngf = ndf = 32, the paper's 128) so that the runs reach their plateau
+        # within the book's CPU budget; the full training sets, the paper's batch and optimiser.
         m = ModelConfig(image_size=size, channels=ch, nz=100, ngf=32, ndf=32)
-        subset = 20000 if name == "fashion-mnist-32" else None
-        return TrainConfig(dataset, "train", size, m, epochs=BOOK_EPOCHS[name], subset=subset)
+        return TrainConfig(dataset, "train", size, m, epochs=BOOK_EPOCHS[name])
     # paper profile: the paper's widths (Figure 1: 4x4x1024 top at 64x64), full data.
     if name == "imagenet32":
         # §5.1: D widths 256/512/1024 -> 4x4 max-pooled features 16*(256+512+1024) = 28672-d.
         m = ModelConfig(image_size=32, channels=3, nz=100, ngf=256, ndf=256)
         return TrainConfig(dataset, "train", 32, m, epochs=5)
-    if size == 32:
-        m = ModelConfig(image_size=32, channels=ch, nz=100, ngf=128, ndf=128)
-    else:
-        m = ModelConfig(image_size=64, channels=ch, nz=100, ngf=128, ndf=128)
-    epochs = {"fashion-mnist-32": 25, "emoji-64": 100, "svhn-32": 25, "lsun-64": 1, "celeba-64": 25}[name]
+    m = ModelConfig(image_size=size, channels=ch, nz=100, ngf=128, ndf=128)
+    epochs = {"fashion-mnist-32": 25, "emoji-32": 100, "emoji-64": 100, "svhn-32": 25, "lsun-64": 1,
+              "celeba-64": 25}[name]
     return TrainConfig(dataset, "train", size, m, epochs=epochs)
 
 
-# Book-profile epochs, chosen so chapter 02's two runs fit ~15 CPU minutes (see chapter 02).
-BOOK_EPOCHS = {"fashion-mnist-32": 3, "emoji-64": 5}
+def _mnist_cond(profile: str, bn_affine: bool) -> TrainConfig:
+    """§8.1's label-conditional DCGAN (chapter 09), with or without BatchNorm's scale and bias."""
+    if profile == "smoke":
+        m = ModelConfig(image_size=32, channels=1, nz=32, ngf=8, ndf=8, n_classes=10, bn_affine=bn_affine)
+        return TrainConfig("mnist-10k", "train", 32, m, epochs=1, max_steps=16, batch_size=64)
+    if profile == "book":
+        m = ModelConfig(image_size=32, channels=1, nz=64, ngf=32, ndf=32, n_classes=10, bn_affine=bn_affine)
+        return TrainConfig("mnist-10k", "train", 32, m, epochs=BOOK_EPOCHS["mnist-cond"], batch_size=64)
+    m = ModelConfig(image_size=32, channels=1, nz=100, ngf=64, ndf=64, n_classes=10, bn_affine=bn_affine)
+    return TrainConfig("mnist", "train", 32, m, epochs=25)
 
 
 # ----------------------------------------------------------------------------- precision / device
@@ -247,7 +301,30 @@ def _autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def adam(net: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    """§4's optimiser for one net: Adam(lr, (beta1, beta2)), one fused kernel for all parameters.
+
+    The default Adam on CPU loops over parameters in Python; the fused kernel
+    (CPU and CUDA) does the same update in one call, which matters for the
+    book's small nets, whose steps are bound by overhead rather than FLOPs.
+    """
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in net.parameters())
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+
+
 # ----------------------------------------------------------------------------- checkpoints
+
+
+def _write_failed(path: Path, e: BaseException) -> CheckpointError:
+    """A write error that names the file and the free space (a full disk made torch say "unexpected pos")."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return CheckpointError(
+        f"could not write {path} ({type(e).__name__}: {e}); {free} on its disk ({path.parent}). Free some space "
+        "(or point DCGAN_RUNS at a larger disk) and run again: training resumes from the last complete checkpoint"
+    )
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -258,6 +335,8 @@ def _atomic_save(obj: Any, path: Path) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # ENOSPC, or torch's "unexpected pos" on a full disk
+        raise _write_failed(path, e) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -267,18 +346,23 @@ def save_checkpoint(path: Path, state: dict) -> None:
     _atomic_save({"format": "dcgan-ckpt", "code_version": CODE_VERSION, **state}, path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint with ``weights_only=True``; a damaged file raises :class:`CheckpointError`."""
-    path = Path(path)
+def _read_weights(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` (no pickled code runs); a damaged file raises :class:`CheckpointError`."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, ...
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); delete it to fall back "
             "to the previous checkpoint, or delete the run folder to start over"
         ) from e
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint with ``weights_only=True``; a damaged file raises :class:`CheckpointError`."""
+    path = Path(path)
+    state = _read_weights(path)
     if not isinstance(state, dict) or state.get("format") not in ("dcgan-ckpt", "dcgan-net"):
         raise CheckpointError(f"{path} is not a dcgan checkpoint (no 'format' key)")
     return state
@@ -299,12 +383,26 @@ def _unwrap(net: nn.Module) -> nn.Module:
     return getattr(net, "_orig_mod", net)
 
 
+def _is_plain_state_dict(state: Any) -> bool:
+    """A bare state_dict (pytorch/examples saves ``netG.state_dict()`` as ``netG_epoch_N.pth``)."""
+    return isinstance(state, dict) and bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
 def load_generator(path: str | Path) -> Generator:
-    """A generator (CPU, fp32, eval mode) from ``G.pt``, a snapshot, a training checkpoint or a run folder."""
+    """A generator (CPU, fp32, eval mode) from ``G.pt``, a snapshot, a training checkpoint or a run folder.
+
+    Also from pytorch/examples' ``netG_epoch_N.pth`` (a bare state_dict): the architecture is
+    inferred from the tensor shapes, and ``z_dist`` is ``"normal"`` because pytorch/examples draws
+    z from N(0, 1); such a generator has ``from_examples = True``.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "G.pt"
-    state = load_checkpoint(path)
+    state = _read_weights(path)
+    if _is_plain_state_dict(state):
+        return _examples_generator(state, path)
+    if not isinstance(state, dict) or state.get("format") not in ("dcgan-ckpt", "dcgan-net"):
+        raise CheckpointError(f"{path} is not a dcgan checkpoint (no 'format' key) nor a bare state_dict")
     if state.get("format") == "dcgan-ckpt" and "model_config" in state:
         sd = state["G"]
     elif state.get("format") == "dcgan-net" and state.get("kind", "G") == "G":
@@ -316,32 +414,105 @@ def load_generator(path: str | Path) -> Generator:
     return g.eval()
 
 
+def _examples_generator(sd: dict, path: Path) -> Generator:
+    """A generator for a bare state_dict, its nz/ngf/nc/image size read off the conv weights' shapes."""
+    shapes = _shape_config(sd, "G")
+    try:
+        cfg = ModelConfig(z_dist="normal", **shapes)  # pytorch/examples: z ~ N(0, 1)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is a bare state_dict but not a DCGAN generator ({e})") from e
+    g = Generator(cfg)
+    mapped = _examples_to_ours(sd, g.state_dict())
+    _check_fits(mapped, g.state_dict(), "G", path, cfg, shapes)
+    g.load_state_dict(mapped)
+    g.from_examples = True
+    return g.eval()
+
+
+def _shape_config(sd: dict, kind: str) -> dict:
+    """The ModelConfig fields a DCGAN state_dict's conv weights give away (``{}`` when it has too few).
+
+    G's transposed convs have weights (in, out, 4, 4): (nz, 8 ngf) first, (ngf, nc) last; D's
+    convs (out, in, 4, 4): (ndf, nc) first. Each conv doubles or halves: size = 4 * 2 ** (convs - 1).
+    """
+    convs = [v for v in sd.values() if isinstance(v, torch.Tensor) and v.dim() == 4]
+    if len(convs) < 3:
+        return {}
+    size = 2 ** (len(convs) + 1)
+    if kind == "G":
+        return {"image_size": size, "channels": convs[-1].shape[1], "nz": convs[0].shape[0], "ngf": convs[-1].shape[0]}
+    return {"image_size": size, "channels": convs[0].shape[1], "ndf": convs[0].shape[0]}
+
+
+_FLAGS = {"image_size": "--imageSize", "channels": "--nc", "nz": "--nz", "ngf": "--ngf", "ndf": "--ndf",
+          "n_classes": "--n-classes"}
+
+
+def _check_fits(sd: dict, ref: dict, kind: str, path: Path, cfg: ModelConfig, theirs: dict) -> None:
+    """Raise a :class:`CheckpointError` naming both shapes and the setting to change when ``sd`` does not fit."""
+    if list(sd) == list(ref) and all(sd[k].shape == ref[k].shape for k in ref):
+        return
+    pairs = list(zip(sd.items(), ref.items()))
+    bad = next(((a, b) for a, b in pairs if a[1].shape != b[1].shape), None)
+    if bad is not None:
+        (ka, va), (kb, vb) = bad
+        what = f"its {ka} has shape {tuple(va.shape)} where this {kind} has {kb} of shape {tuple(vb.shape)}"
+    else:
+        what = f"it holds {len(sd)} tensors where this {kind} has {len(ref)} (first names: {next(iter(sd))}, {next(iter(ref))})"
+    diff = {k: v for k, v in theirs.items() if k in _FLAGS and getattr(cfg, k) != v}
+    if diff:
+        fix = (f"it was trained with {', '.join(f'{k}={v}' for k, v in diff.items())}: set "
+               + " ".join(f"{_FLAGS[k]} {v}" for k, v in diff.items()))
+    else:
+        fix = "build the model with the settings it was trained with"
+    raise CheckpointError(f"{path} does not fit this {kind}: {what}; {fix}")
+
+
 def _init_state(path: str | Path, kind: str, net: nn.Module) -> dict:
     """Weights to start from: our G.pt/D.pt/checkpoints, or a plain state_dict (pytorch/examples' netG.pth)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no initial {kind} weights at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot read initial {kind} weights {path} ({type(e).__name__}: {e})") from e
-    if isinstance(state, dict) and state.get("format") == "dcgan-net":
-        return state["state_dict"]
-    if isinstance(state, dict) and state.get("format") == "dcgan-ckpt":
-        return state[kind]
-    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        return _examples_to_ours(state, kind, net.state_dict())
-    raise CheckpointError(f"{path} holds no {kind} state_dict")
+    ref = net.state_dict()
+    if isinstance(state, dict) and state.get("format") in ("dcgan-net", "dcgan-ckpt"):
+        sd = state["state_dict"] if state["format"] == "dcgan-net" else state.get(kind)
+        theirs = state.get("model_config") or {}
+    elif _is_plain_state_dict(state):
+        sd, theirs = _examples_to_ours(state, ref), _shape_config(state, kind)
+    else:
+        sd = None
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path} holds no {kind} state_dict")
+    _check_fits(sd, ref, kind, path, net.cfg, theirs)
+    return sd
 
 
-def _examples_to_ours(sd: dict, kind: str, ref: dict) -> dict:
+def _examples_to_ours(sd: dict, ref: dict) -> dict:
     """pytorch/examples' dcgan names layers ``main.N.*``; ours are already in that order, so map by position."""
-    if not any(k.startswith("main.") for k in sd):
-        return sd
-    if len(ref) != len(sd):
-        raise CheckpointError(f"the {kind} state_dict has {len(sd)} entries, ours {len(ref)}: not the same architecture")
-    out = dict(zip(ref, sd.values()))
-    bad = [k for k in ref if ref[k].shape != out[k].shape]
-    if bad:
-        raise CheckpointError(f"the {kind} state_dict does not fit this architecture (first mismatch: {bad[0]})")
-    return out
+    if not any(k.startswith("main.") for k in sd) or len(sd) != len(ref):
+        return sd  # not theirs, or another architecture: _check_fits says how it differs
+    return dict(zip(ref, sd.values()))
+
+
+def validate(cfg: TrainConfig, init_g: str | Path | None = None, init_d: str | Path | None = None) -> None:
+    """Check what can fail before training, before anything is written: the data set name and split,
+    a ``folder:`` that exists, initial weights that exist and fit (nets built on the meta device: no cost)."""
+    from .data import DatasetNotFoundError, dataset_splits
+
+    splits = dataset_splits(cfg.dataset)  # UnknownDatasetError for a name not in the registry
+    if cfg.split not in splits:
+        raise ValueError(f"data set {cfg.dataset!r} has splits {', '.join(splits)}, not {cfg.split!r}")
+    if cfg.dataset.startswith("folder:") and not os.path.isdir(cfg.dataset[len("folder:"):]):
+        raise DatasetNotFoundError(f"data set {cfg.dataset!r}: there is no folder {cfg.dataset[len('folder:'):]}")
+    for p, kind, cls in ((init_g, "G", Generator), (init_d, "D", Discriminator)):
+        if p:
+            with torch.device("meta"):
+                net = cls(cfg.model)
+            _init_state(p, kind, net)
 
 
 def load_discriminator(path: str | Path) -> Discriminator:
@@ -466,7 +637,12 @@ def _barrier(d: _Dist) -> None:
 def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # say why nothing seems to happen, then wait
+            print(f"waiting for another process that is training the same config (lock {path}); its run will be "
+                  "used when it finishes", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -492,13 +668,8 @@ def train(
     simulates a kill after that many steps (nothing is written at that point).
     """
     root = Path(runs_root) if runs_root is not None else _default_runs_root()
-    key = config_key(cfg)
-    if init_g or init_d:
-        h = hashlib.sha256(key.encode())
-        for p in (init_g, init_d):
-            h.update(Path(p).read_bytes() if p else b"-")
-        key = h.hexdigest()[:16]
-    name = f"{cfg.dataset}-{cfg.image_size}-{key}"
+    validate(cfg, init_g, init_d)  # before any folder is made: a bad input leaves nothing behind
+    name = run_name(cfg, init_g, init_d)
     final = root / name
     if (final / "run.json").is_file():
         return load_run(final)
@@ -515,6 +686,10 @@ def train(
         was_det = torch.are_deterministic_algorithms_enabled()
         try:
             finished = _train_in(cfg, partial, progress, dist, init_g, init_d, device, _stop_after)
+        except BaseException:
+            if dist.main:
+                _drop_unresumable(partial)
+            raise
         finally:
             torch.use_deterministic_algorithms(was_det)
         _barrier(dist)
@@ -524,6 +699,12 @@ def train(
             os.replace(partial, final)
         _barrier(dist)
     return load_run(final)
+
+
+def _drop_unresumable(partial: Path) -> None:
+    """Remove a failed attempt's folder when it holds no checkpoint (nothing to resume; no empty leftovers)."""
+    if not any((partial / "ckpt").glob("step_*.pt")):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _batches(n: int, batch: int, epoch: int, seed: int, dist: _Dist) -> list[torch.Tensor]:
@@ -573,8 +754,13 @@ def _save_grid(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None, path: Path
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _write_failed(path, e) from e
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves no temporary file behind
 
 
 def _ranks_in_sync(dist: _Dist, *nets: nn.Module) -> bool:
@@ -592,6 +778,59 @@ def _ranks_in_sync(dist: _Dist, *nets: nn.Module) -> bool:
     if not torch.equal(lo, hi):
         raise RuntimeError(f"DDP ranks ended with different parameters (checksums {lo.tolist()} vs {hi.tolist()})")
     return True
+
+
+# A step blew up when a loss passes this. BCE on a logit l that is wrong costs about |l|, so 1e4
+# means D's logits reached 1e4: its weights exploded (lr 1e6 gives 1e13 from step 2). Healthy runs
+# stay below ~20 (D winning: loss_g 10-15 for a while); even lr 1 peaks near 200.
+_LOSS_BLOWUP = 1e4
+# G is dead when this share of its output values is exactly +-1: tanh is saturated there, its gradient
+# is 0, and G cannot learn again (lr 1e6: 100%). Healthy G's on the book's data keep far fewer at +-1
+# (tiny runs at lr 2e-4: 0%, lr 0.1: <2%); even binary-looking MNIST has anti-aliased edges.
+_SATURATED_SHARE = 0.999
+
+
+def _check_blowup(loss_d: float, loss_g: float) -> str | None:
+    """Why this step's losses end the run (non-finite, or exploded past :data:`_LOSS_BLOWUP`), or None."""
+    if not (math.isfinite(loss_d) and math.isfinite(loss_g)):
+        return "loss became non-finite"
+    if max(abs(loss_d), abs(loss_g)) > _LOSS_BLOWUP:
+        return f"loss exploded past {_LOSS_BLOWUP:g} (the weights blew up)"
+    return None
+
+
+def _g_saturated(G: nn.Module, z: torch.Tensor, y: torch.Tensor | None, device) -> str | None:
+    """Why G is dead (its output saturated at exactly +-1 almost everywhere), or None.
+
+    Measured on the fixed noise with batch statistics, as G trains (the running statistics of an
+    early G are poorly calibrated, so eval mode would mislead), without updating them: the run's
+    state stays bit-identical with or without this probe.
+    """
+    g = _unwrap(G)
+    bns = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    was = g.training
+    try:
+        for m in bns:
+            m.track_running_stats = False  # batch statistics; running ones left alone
+        g.train()
+        with torch.no_grad():
+            x = g(z.to(device), y.to(device) if y is not None else None)
+    finally:
+        for m in bns:
+            m.track_running_stats = True
+        g.train(was)
+    share = float((x.float().abs() >= 1.0).float().mean())
+    if share >= _SATURATED_SHARE:
+        return f"G's output saturated ({share:.1%} of its values are exactly +-1, where tanh passes no gradient)"
+    return None
+
+
+def _kept_note(ckpt_dir: Path) -> str:
+    """What is left to resume from, said truthfully (nothing when it failed before the first checkpoint)."""
+    ckpts = sorted(ckpt_dir.glob("step_*.pt")) if ckpt_dir.exists() else []
+    if ckpts:
+        return f"the last checkpoint before it ({ckpts[-1].name}) is kept in {ckpt_dir}"
+    return "it failed before the first checkpoint, so there is none to resume from"
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -699,8 +938,7 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
     mem = torch.channels_last if precision == "bf16" else torch.contiguous_format
     G.to(device, memory_format=mem)
     D.to(device, memory_format=mem)
-    optG = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    optD = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    optG, optD = adam(G, cfg), adam(D, cfg)
     noise_gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * dist.rank)  # each DDP rank its own z
     fixed_z = sample_noise(cfg.model, cfg.n_samples, torch.Generator().manual_seed(cfg.seed + 2))
     fixed_y = torch.arange(cfg.n_samples) % cfg.model.n_classes if cfg.model.n_classes else None
@@ -798,13 +1036,16 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
             st = gan_step(G, D, optG, optD, real, z, y, device=device, precision=precision, nets=(Gt, Dt),
                           freeze_d=not dist.on)
             ld, lg = st["loss_d"], st["loss_g"]
-            if not (math.isfinite(ld) and math.isfinite(lg)):
+            why = _check_blowup(ld, lg)
+            if why is None and ((step + 1) % steps_per_epoch == 0 or step + 1 == total
+                                or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0)):
+                why = _g_saturated(G, fixed_z, fixed_y, device)  # before each save: a dead G is never kept as good
+            if why is not None:
                 if cfg.nan_policy == "raise":
                     bar.close()
                     raise TrainingDiverged(
-                        f"loss became non-finite at step {step} (loss_d={ld}, loss_g={lg}); the last good checkpoint "
-                        f"is kept in {ckpt_dir}. Lower lr, use precision='fp32', or nan_policy='stop' to end the run "
-                        "marked diverged"
+                        f"{why} at step {step} (loss_d={ld:.4g}, loss_g={lg:.4g}); {_kept_note(ckpt_dir)}. Lower lr, "
+                        "use precision='fp32', or nan_policy='stop' to end the run marked diverged"
                     )
                 diverged = True
                 break

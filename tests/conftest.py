@@ -2,7 +2,8 @@
 
 ``fixture_data(root)`` writes all of them under ``root`` in the layout ``dcgan.data`` reads
 (what ``$DCGAN_DATA`` points at); the ``data_dir`` fixture does so in a temporary folder and
-sets ``DCGAN_DATA`` (and ``DCGAN_RUNS``, ``DCGAN_RESULTS_DIR``) to temporary folders.
+sets ``DCGAN_DATA`` (and ``DCGAN_RUNS``, ``DCGAN_RESULTS_DIR``) to temporary folders, and opts out of
+the md5 check of the torchvision sets (``DCGAN_SKIP_MD5=1``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import pickle
 import zlib
 from pathlib import Path
@@ -18,6 +20,15 @@ import numpy as np
 import pytest
 
 N = 20  # images per split in every fixture set
+
+
+def pytest_configure(config):
+    # under pytest-xdist (`make unit` runs one worker per core) each worker keeps to one thread: torch's
+    # OpenMP threads of two workers spinning on the same cores make small-net tests many times slower
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def _blobs(n: int, h: int, w: int, c: int, seed: int) -> np.ndarray:
@@ -177,6 +188,7 @@ def fixture_data_root(tmp_path_factory) -> Path:
 def data_dir(fixture_data_root, tmp_path, monkeypatch) -> Path:
     """DCGAN_DATA -> the fixture sets; runs and results go to this test's temporary folder."""
     monkeypatch.setenv("DCGAN_DATA", str(fixture_data_root))
+    monkeypatch.setenv("DCGAN_SKIP_MD5", "1")  # the fixture files are not the bytes torchvision's md5s record
     monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("DCGAN_RESULTS_DIR", str(tmp_path / "results"))
     return fixture_data_root

@@ -200,3 +200,42 @@ def test_stage_book_keeps_only_what_was_executed(tmp_path, capsys):
     assert not {p for p in staged if p.endswith(".ipynb")} - {first.name}, "only executed, listed chapters"
     out = capsys.readouterr().out
     assert "99_unlisted.ipynb is not in _toc.yml" in out and "not in this build" in out
+
+
+# ---------------------------------------------------------------- prose from numbers (issue 12, item 6)
+
+import re
+
+# Words that state a verdict or a comparison of results. Such sentences must be generated from the recorded
+# numbers (a code cell's display(Markdown(...)) or glue), never typed into a markdown cell.
+VERDICT_WORDS = re.compile(r"\b(not reproduced|reproduced|reproduces|better than|worse than|outperform\w*|beats|"
+                           r"more stable than|less stable than)\b", re.I)
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`[^`]*`")
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+
+
+def hand_written_verdicts(markdown: str) -> list[str]:
+    """Sentences of a markdown cell's own text that state a verdict (glue roles, code spans and questions aside)."""
+    text = CODE_SPAN.sub(" ", GLUE_ROLE.sub(" ", markdown))
+    sentences = re.split(r"(?<=[.!?:;])\s+|\n\s*\n", text)
+    # A question (the chapter's opening question, say) states no result.
+    return [s.strip() for s in sentences if VERDICT_WORDS.search(s) and not s.strip().rstrip("*_) ").endswith("?")]
+
+
+def test_hand_written_verdicts_finder():
+    found = hand_written_verdicts("The hash is better than L2 here. Numbers follow.")
+    assert found == ["The hash is better than L2 here."]
+    assert hand_written_verdicts("*Is the hash better than L2?*") == []
+    assert hand_written_verdicts("Verdict: {glue:text}`v` and `reproduced` in code.") == []
+    assert hand_written_verdicts("So the claim is reproduced") == ["So the claim is reproduced"]
+    assert hand_written_verdicts("Not Reproduced, on emoji.") == ["Not Reproduced, on emoji."]
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_no_hand_written_verdicts(nb_path: Path):
+    """Item 6 of issue 12: a sentence stating a result's verdict is generated from the numbers, never typed."""
+    nb = nbformat.read(nb_path, 4)
+    found = [f"cell {i}: {s!r}" for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+             for s in hand_written_verdicts(c.source)]
+    assert not found, (f"{nb_path.name} states verdicts in hand-written markdown (generate them from the recorded "
+                       "numbers, e.g. display(Markdown(dcgan.report.chapter_verdicts(...)))):\n" + "\n".join(found))

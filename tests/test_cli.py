@@ -58,8 +58,9 @@ def test_train_then_sample(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "e1.png").is_file()
     ckpt = sorted((run_dir / "ckpt").iterdir())[-1]
     assert main(["sample", str(ckpt), "--out", str(tmp_path / "c.png")]) == 0
-    with pytest.raises(T.CheckpointError):
-        main(["sample", str(run_dir / "D.pt"), "--out", str(tmp_path / "x.png")])
+    capsys.readouterr()
+    assert main(["sample", str(run_dir / "D.pt"), "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "x.png").exists()
 
 
 def test_netG_accepts_pytorch_examples_state_dict(tmp_path):
@@ -74,3 +75,93 @@ def test_netG_accepts_pytorch_examples_state_dict(tmp_path):
     wrong = Generator(ModelConfig(image_size=32, channels=1, nz=8, ngf=8, ndf=8))
     with pytest.raises(T.CheckpointError):
         T._init_state(tmp_path / "netG_epoch_0.pth", "G", wrong)
+
+
+# ---------------------------------------------------------------- issue 13: errors a user reads
+
+
+def _examples_state_dict(g: Generator) -> dict:
+    """netG.state_dict() as pytorch/examples saves it: nn.Sequential `main` of ConvT, BN, ReLU, ..., ConvT, Tanh."""
+    out, module, last = {}, -1, None
+    for k, v in g.state_dict().items():
+        layer = k.rsplit(".", 1)[0]
+        if layer != last:  # a new layer: conv i sits at 3 i, its BatchNorm at 3 i + 1
+            module = module + 1 if v.dim() < 4 else 3 * (module // 3 + 1) if module >= 0 else 0
+            last = layer
+        out[f"main.{module}.{k.rsplit('.', 1)[1]}"] = v.clone()
+    return out
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--batchSize", "0"], "--batchSize must be >= 1, got 0"),
+    (["--niter", "-1"], "--niter must be >= 1, got -1"),
+    (["--imageSize", "65"], "--imageSize must be a power of two >= 16"),
+    (["--dataset", "nonsense"], "--dataset: unknown data set 'nonsense'"),
+    (["--netG", "MISSING"], "--netG: no such file"),
+])
+def test_bad_train_flags_are_one_line_errors(flags, says, tmp_path, capsys, monkeypatch):
+    write_fashion(tmp_path / "data")
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))  # --dataroot sets it; monkeypatch restores it
+    flags = [str(tmp_path / "missing.pth") if f == "MISSING" else f for f in flags]
+    runs = tmp_path / "runs"
+    rc = main(["train", *TINY, "--dataroot", str(tmp_path / "data"), "--outf", str(runs), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: {says}") and "Traceback" not in err and "batch_size" not in err
+    assert not (runs / ".partial").exists() or not any((runs / ".partial").iterdir())  # refused before any folder
+
+
+def test_errors_found_while_training_are_one_line_and_leave_no_folder(tmp_path, capsys, monkeypatch):
+    write_fashion(tmp_path / "data")
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))  # --dataroot sets it; monkeypatch restores it
+    runs = tmp_path / "runs"
+    rc = main(["train", *TINY, "--batchSize", "128", "--dataroot", str(tmp_path / "data"), "--outf", str(runs)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: only 64 images for --batchSize 128: lower --batchSize or raise --subset")
+    assert list((runs / ".partial").iterdir()) == []  # the failed attempt left no empty folder
+
+
+def test_sample_reads_pytorch_examples_weights(tmp_path, capsys):
+    """`dcgan sample netG_epoch_0.pth` said "not a dcgan checkpoint (no 'format' key)"."""
+    g = Generator(ModelConfig(image_size=64, channels=3, nz=100, ngf=4))
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # not the initial weights
+    theirs = _examples_state_dict(g)
+    assert "main.12.weight" in theirs and "main.1.running_var" in theirs and "main.10.num_batches_tracked" in theirs
+    path = tmp_path / "netG_epoch_0.pth"
+    torch.save(theirs, path)
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(path), "--out", str(out), "-n", "4", "--nrow", "2"]) == 0
+    assert "pytorch/examples" in capsys.readouterr().err and out.is_file()
+    back = T.load_generator(path)
+    assert (back.cfg.image_size, back.cfg.channels, back.cfg.nz, back.cfg.ngf, back.cfg.z_dist) == (64, 3, 100, 4, "normal")
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), g.state_dict().values()))
+    # --netG into another architecture: both shapes and the flag to change (refused before any data is read).
+    rc = main(["train", "--dataset", "emoji", "--imageSize", "64", "--ngf", "8", "--netG", str(path),
+               "--outf", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "(100, 32, 4, 4)" in err and "(100, 64, 4, 4)" in err and "--ngf 4" in err
+
+
+def test_data_verify_lists_unreadable_images(tmp_path, capsys):
+    from conftest import write_image_folder
+
+    folder = tmp_path / "pics"
+    write_image_folder(folder, n=12, classes=(), ext="png")
+    assert main(["data", f"folder:{folder}", "--verify"]) == 0
+    assert "12 of 12 images decode" in capsys.readouterr().out
+    (folder / "000003.png").write_bytes(b"not a png")
+    (folder / "000007.png").write_bytes((folder / "000008.png").read_bytes()[:60])  # truncated
+    assert main(["data", f"folder:{folder}", "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "10 of 12 images decode; 2 unreadable" in out and "000003.png" in out and "000007.png" in out
+
+
+def test_data_refuses_sizes_the_models_refuse(tmp_path, capsys, monkeypatch):
+    write_fashion(tmp_path / "data")
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
+    for argv in (["data", "fashion-mnist", "--image-size", "8"], ["data", "--image-size", "8"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith("error: --image-size must be a power of two >= 16")
+    assert main(["data", "nonsense"]) == 2
+    assert "unknown data set 'nonsense'" in capsys.readouterr().err

@@ -32,6 +32,14 @@ EXPECTED = {
 
 def test_every_source_is_tested():
     assert set(EXPECTED) == set(data.available_datasets())
+    assert set(data._SET_FOLDERS) == set(data.available_datasets())  # every set has a data fingerprint
+
+
+def test_every_fixture_set_has_a_fingerprint(data_dir, tmp_path):
+    prints = {name: data.data_fingerprint(name) for name in data.available_datasets()}
+    assert "missing" not in prints.values() and prints["emoji"] != prints["emoji-google"]
+    assert data.data_fingerprint(f"folder:{data_dir / 'imagefolder'}") == prints["imagefolder"]
+    assert data.data_fingerprint("celeba", tmp_path) == "missing"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -126,7 +134,7 @@ def test_unknown_name_lists_the_known_ones():
     assert isinstance(e.value, KeyError)  # backward compatible
 
 
-@pytest.mark.parametrize("size", [48, 100, 4])
+@pytest.mark.parametrize("size", [48, 100, 4, 8])  # 8: the models refuse it, so does the data
 def test_bad_image_size_says_so(size, data_dir):
     with pytest.raises(ValueError, match=f"image_size={size}.*power of two"):
         load_dataset("fashion-mnist", "train", image_size=size)
@@ -177,10 +185,46 @@ def _corrupt_copy(src, dst, rel, how):
     ("svhn", "svhn/train_32x32.mat", "garbage"),
     ("mnist", "mnist/MNIST/raw/train-images-idx3-ubyte", "truncate"),
 ])
-def test_corrupt_set_is_a_clear_error(name, rel, how, fixture_data_root, tmp_path):
+def test_corrupt_set_is_a_clear_error(name, rel, how, fixture_data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("DCGAN_SKIP_MD5", "1")  # the parsers' errors, past the md5 check (tested below)
     root = _corrupt_copy(fixture_data_root, tmp_path / "d", rel, how)
     with pytest.raises(DatasetNotFoundError, match="corrupt|truncated|not an idx"):
         load_dataset(name, "train" if EXPECTED[name][0] != "all" else "all", root=root, download=False)
+
+
+class _Planted:
+    """Unpickling it runs code: it touches ``marker`` (a crafted CIFAR-10 batch ran os.system)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_planted_cifar_file_is_refused_before_it_is_unpickled(fixture_data_root, tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.delenv("DCGAN_SKIP_MD5", raising=False)
+    root = tmp_path / "d"
+    shutil.copytree(fixture_data_root / "cifar10", root / "cifar10")
+    batch = root / "cifar10" / "cifar-10-batches-py" / "data_batch_1"
+    marker = tmp_path / "code-ran"
+    batch.write_bytes(pickle.dumps({"data": _Planted(marker), "labels": []}))
+    with pytest.raises(DatasetNotFoundError, match=r"data_batch_1 fails its md5 check.*`python -m dcgan data cifar10`"):
+        load_dataset("cifar10", "train", root=root, download=False)
+    assert not marker.exists(), "the planted pickle ran"
+    # Files with the md5s torchvision records load (here: the fixture's, recorded in their place).
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import calculate_md5
+
+    shutil.copyfile(fixture_data_root / "cifar10" / "cifar-10-batches-py" / "data_batch_1", batch)
+    d = batch.parent
+    monkeypatch.setattr(CIFAR10, "train_list", [[f, calculate_md5(d / f)] for f, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": calculate_md5(d / "batches.meta")})
+    assert len(load_dataset("cifar10", "train", root=root, download=False)) == 5 * N
 
 
 def test_corrupt_image_in_a_streamed_set(fixture_data_root, tmp_path):
@@ -291,3 +335,23 @@ def test_the_data_folder_verifies_when_present():
         if not (data_root() / name).exists():
             pytest.skip(f"{data_root() / name} not fetched")
         assert fd.ensure(name, data_root(), verify_only=True) == "ok"
+
+
+def test_offline_sets_are_decoded_once_per_process_and_again_when_changed(tmp_path, monkeypatch):
+    from conftest import write_fashion_mnist
+
+    write_fashion_mnist(tmp_path)
+    calls = []
+    real = data._LOADERS["fashion-mnist"]
+    monkeypatch.setitem(data._LOADERS, "fashion-mnist", ((lambda *a, **k: calls.append(a) or real[0](*a, **k)), real[1]))
+    a = load_dataset("fashion-mnist", "train", 32, root=tmp_path)
+    b = load_dataset("fashion-mnist", "train", 32, root=tmp_path)
+    assert len(calls) == 1 and a is not b and torch.equal(a.images, b.images)
+    b.classes.append("x")  # a caller's change to its object stays its own
+    assert "x" not in load_dataset("fashion-mnist", "train", 32, root=tmp_path).classes
+    load_dataset("fashion-mnist", "train", 16, root=tmp_path)  # another size is another entry
+    assert len(calls) == 2
+    # a re-fetched file (new size) is decoded again
+    write_fashion_mnist(tmp_path, n=N + 3)
+    c = load_dataset("fashion-mnist", "train", 32, root=tmp_path)
+    assert len(calls) == 3 and len(c) == N + 3

@@ -278,3 +278,44 @@ def test_synthetic_codes_duplicate_structure():
     n0, n2 = len(np.unique(D.group(c, 0))), len(np.unique(D.group(c, 2)))
     assert n2 == 2800  # every copy is within 2 bits of its source; sources are far apart
     assert 2800 < n0 < 4000
+
+
+def test_split_halves_keeps_groups_together_and_balanced():
+    p = D.plant_near_duplicates(blobs(21), 6, seed=2)
+    half = D.split_halves(p, seed=0)
+    assert half.shape == (len(p.truth),) and set(half.tolist()) == {0, 1}
+    np.testing.assert_array_equal(half, half[p.truth])  # every copy on its source's side
+    sourced = np.unique(p.truth[21:])
+    assert (half[sourced] == 0).sum() == (half[sourced] == 1).sum() == 3
+    assert abs(int((half[:21] == 0).sum()) - int((half[:21] == 1).sum())) <= 1
+    np.testing.assert_array_equal(D.split_halves(p, seed=0), half)
+
+
+def test_score_at_counts_and_intervals():
+    curve = dict(thresholds=np.array([0, 1, 2]), flagged=np.array([0, 20, 40]), true_pos=np.array([0, 20, 36]),
+                 n_true=50)
+    s = D.score_at(curve, 2)
+    assert (s["flagged"], s["true_pos"], s["precision"], s["recall"]) == (40, 36, 0.9, 0.72)
+    assert s["fp_rate"] == pytest.approx(0.1) and s["fp_rate_ci"][0] < 0.1 < s["fp_rate_ci"][1]
+    assert s["precision_ci"][0] < 0.9 < s["precision_ci"][1]
+    assert s["fp_rate_ci"] == pytest.approx((1 - s["precision_ci"][1], 1 - s["precision_ci"][0]))
+    s1 = D.score_at(curve, 1)
+    assert s1["fp_rate"] == 0 and s1["fp_rate_ci"][0] == 0 and 0.1 < s1["fp_rate_ci"][1] < 0.2  # 0 of 20: not < 1%
+    assert np.isnan(D.score_at(curve, 0)["fp_rate"])
+
+
+def test_held_out_chooses_on_one_half_and_scores_the_other():
+    x = blobs(40)
+    s = D.plant_study(x, 8, D.HashConfig(epochs=1, batch_size=16), radii=range(0, 129, 8),
+                      l2_thresholds=np.round(np.linspace(0, 1, 21), 3))
+    assert s.halves[0]["hash"]["n_true"] == s.halves[1]["hash"]["n_true"] == 4 * 15
+    h = D.held_out(s, 0.99)
+    assert h.score_half == 1
+    assert h.radius == D.pick_threshold(s.halves[0]["hash"], 0.99)[0]  # chosen on half 0 only
+    assert h.hash == D.score_at(s.halves[1]["hash"], h.radius)  # scored on half 1 only
+    assert len(h.recall_by_group["hash"]) == 4 and h.recall_by_group["hash"].mean() == pytest.approx(h.hash["recall"])
+    assert h.recall_by_group["l2"].mean() == pytest.approx(h.l2["recall"])
+    other = D.held_out(s, 0.99, select_half=1)
+    assert other.score_half == 0 and other.hash == D.score_at(s.halves[0]["hash"], other.radius)
+    kinds = s.per_kind_recall(128, 1.0, half=1)
+    assert all(v["hash"] == 1.0 for v in kinds.values())

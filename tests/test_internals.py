@@ -60,6 +60,8 @@ def test_top_responses_and_guided_backprop_on_d(tiny):
     assert torch.allclose(c, torch.ones(4))
     labels = torch.tensor([0] * 10 + [1] * 10)
     assert 0.5 <= I.response_purity(labels, r) <= 1.0
+    per = I.feature_purities(labels, r)
+    assert per.shape == (3,) and per.mean() == pytest.approx(I.response_purity(labels, r))
     assert abs(I.chance_purity(labels, 1) - 1.0) < 1e-9
 
 
@@ -80,6 +82,9 @@ def test_region_classifier_and_forgetting(tiny):
     res = I.forget(G, z, rc.positive_maps, lambda x: x.mean(1) > 0, control_draws=2)
     assert res.before.shape == res.after.shape == (40, 3, 32, 32)
     assert 0 <= res.concept_before <= 1 and res.change_inside >= 0 and res.control_outside >= 0
+    assert res.shares["before"].shape == (40,) and res.shares["before"].mean() == pytest.approx(res.concept_before)
+    d, lo, hi = res.removed_minus_control(seed=0)
+    assert d == pytest.approx(res.removed - res.removed_control) and lo <= d <= hi
     with pytest.raises(ValueError, match="no feature maps"):
         I.forget(G, z, [], lambda x: x.mean(1) > 0)
 

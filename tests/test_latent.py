@@ -113,3 +113,55 @@ def test_fit_attribute_test_learns_a_colour_and_splits_groups():
     assert test.predict(red[:3]) == ["red"] * 3
     h = L.colour_histogram(x, bins=4)
     assert h.shape == (80, 64) and np.allclose(h.sum(1), 1)
+
+
+def _constant_test(answer: str) -> L.AttributeTest:
+    """A judge that calls every image ``answer``."""
+    classes = ["dark", "bright"]
+    return L.AttributeTest("tone", classes, lambda x: np.tile(np.eye(2)[classes.index(answer)], (len(x), 1)))
+
+
+def test_vector_arithmetic_is_judged_by_the_judge(tiny_g):
+    z = sample_noise(tiny_g.cfg, 64, torch.Generator().manual_seed(0))
+    args = (tiny_g, z, {"tone": "bright"}, {"tone": "dark"}, {"tone": "dark"}, {"tone": _bright_test()})
+    never = L.vector_arithmetic(*args, trials=4, judge={"tone": _constant_test("dark")})
+    assert never.latent_rate == never.pixel_rate == never.base_rate == 0.0 and len(never.base_hits) == 64
+    always = L.vector_arithmetic(*args, trials=4, judge={"tone": _constant_test("bright")})
+    assert always.latent_rate == always.pixel_rate == always.base_rate == 1.0
+    own = L.vector_arithmetic(*args, trials=4)  # default: the selectors judge
+    assert torch.equal(own.latent_images, always.latent_images)  # the judge does not change what is generated
+    d = always.differences()
+    assert d["latent_minus_pixel"] == (0.0, 0.0, 0.0) and d["latent_minus_base"] == (0.0, 0.0, 0.0)
+    r = L.ArithmeticResult({"t": "x"}, [], torch.zeros(0), torch.zeros(0),
+                           latent_hits=np.array([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 1]], bool),
+                           pixel_hits=np.zeros(4, bool), base_rate=0.0, base_hits=np.zeros(10, bool))
+    diff, lo, hi = r.differences()["latent_minus_pixel"]
+    assert diff == pytest.approx(11 / 12) and 0 < lo <= diff <= hi <= 1
+    with pytest.raises(KeyError, match="no such test"):
+        L.vector_arithmetic(*args, trials=1, judge={"other": _constant_test("dark")})
+
+
+def test_direction_hits_pairs_walks(tiny_g):
+    g = torch.Generator().manual_seed(1)
+    z0, z1 = sample_noise(tiny_g.cfg, 6, g), sample_noise(tiny_g.cfg, 6, g)
+    v = torch.ones(tiny_g.cfg.nz)
+    out = L.direction_hits(tiny_g, z0, z1, v, _constant_test("bright"), "bright", steps=4)
+    assert out["plain"].shape == out["turned"].shape == (6, 4, 1, 16, 16)
+    assert out["plain_hits"].all() and out["turned_hits"].all() and out["turned_minus_plain"] == (0.0, 0.0, 0.0)
+    assert torch.equal(out["plain"][:, 0], out["turned"][:, 0])  # the vector enters with weight 0 at the start
+    with pytest.raises(ValueError, match="not 'grey'"):
+        L.direction_hits(tiny_g, z0, z1, v, _constant_test("dark"), "grey", steps=4)
+    with pytest.raises(ValueError, match="as many"):
+        L.direction_hits(tiny_g, z0, z1[:3], v, _constant_test("dark"), "dark", steps=4)
+
+
+def test_forest_attribute_test():
+    g = torch.Generator().manual_seed(0)
+    red = torch.rand(40, 3, 8, 8, generator=g) * 0.2 + torch.tensor([0.7, -0.8, -0.8])[:, None, None]
+    blue = torch.rand(40, 3, 8, 8, generator=g) * 0.2 + torch.tensor([-0.8, -0.8, 0.7])[:, None, None]
+    x, labels = torch.cat([red, blue]), ["red"] * 40 + ["blue"] * 40
+    t = L.fit_attribute_test("colour", lambda im: L.pooled_pixels(im, 2), x[::2], labels[::2], x[1::2], labels[1::2],
+                             model="forest")
+    assert t.accuracy == 1.0 and t.predict(blue[:2]) == ["blue", "blue"]
+    with pytest.raises(ValueError, match="model"):
+        L.fit_attribute_test("c", L.pooled_pixels, x, labels, x, labels, model="svm")

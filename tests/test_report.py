@@ -1,69 +1,335 @@
-"""Tests for dcgan.report: the claims table's verdicts from recorded results."""
+"""Tests for dcgan.report: every verdict rule, its boundaries, the quality gate and the intervals."""
 
 import pytest
 
 from dcgan import report
-from dcgan.results import ResultsRecorder, load_results
+from dcgan.report import (BELOW_GATE, INCONCLUSIVE, NO_GATE, NO_INTERVAL, NOT_REPRODUCED, NOT_RUN, PAPER_DATA_NEEDED,
+                          PARTLY, REPRODUCED, WITHIN_NOISE)
+from dcgan.results import Result, ResultsRecorder, load_results
 
 
 def _rec(tmp_path, chapter, profile="book"):
     return ResultsRecorder(chapter, profile, 0, tmp_path)
 
 
-def _verdicts(results):
-    return {(r["section"], r["claim"][:30]): r["verdict"] for r in report.claim_rows(results)}
+def _ci(res, name, value, lo, hi, dataset="emoji", **kw):
+    res.record(name, value, dataset=dataset, **kw)
+    res.record(f"{name}_ci_lo", lo, dataset=dataset)
+    res.record(f"{name}_ci_hi", hi, dataset=dataset)
 
 
-def _by_section(results, section, text):
+def _gate(res, model, ok, dataset="emoji", fid=40.0, precision=0.6, recall=0.3):
+    res.record(f"{model}_gate", int(ok), dataset=dataset)
+    res.record(f"{model}_gate_fid", fid, dataset=dataset)
+    res.record(f"{model}_gate_precision", precision, dataset=dataset)
+    res.record(f"{model}_gate_recall", recall, dataset=dataset)
+
+
+def _row(results, section, text):
     for r in report.claim_rows(results):
         if r["section"] == section and text in r["claim"]:
             return r
     raise KeyError((section, text))
 
 
+def _verdict(tmp_path, section, text):
+    return _row(load_results(tmp_path), section, text)["verdict"]
+
+
+# ---------------------------------------------------------------- the rules in isolation
+
+@pytest.mark.parametrize("lo, hi, direction, at, want", [
+    (0.1, 2.0, 1, 0.0, REPRODUCED),
+    (-2.0, -0.1, 1, 0.0, NOT_REPRODUCED),
+    (-1.0, 1.0, 1, 0.0, WITHIN_NOISE),
+    (0.0, 1.0, 1, 0.0, WITHIN_NOISE),  # touching zero is not excluding it
+    (-1.0, 0.0, 1, 0.0, WITHIN_NOISE),
+    (-2.0, -0.1, -1, 0.0, REPRODUCED),
+    (0.1, 2.0, -1, 0.0, NOT_REPRODUCED),
+    (0.0, 0.0099, -1, 0.01, REPRODUCED),  # a false-positive rate under 1 in 100
+    (0.0101, 0.05, -1, 0.01, NOT_REPRODUCED),
+    (0.005, 0.01, -1, 0.01, WITHIN_NOISE),
+    (None, 1.0, 1, 0.0, NO_INTERVAL),
+    (1.0, None, 1, 0.0, NO_INTERVAL),
+])
+def test_interval_verdict(lo, hi, direction, at, want):
+    assert report.interval_verdict(lo, hi, direction, at) == want
+
+
+def test_interval_verdict_refuses_bounds_out_of_order():
+    with pytest.raises(ValueError, match="out of order"):
+        report.interval_verdict(1.0, 0.0)
+
+
+@pytest.mark.parametrize("verdicts, want", [
+    ([], NOT_RUN),
+    ([NOT_RUN, NOT_RUN], NOT_RUN),
+    ([REPRODUCED, REPRODUCED], REPRODUCED),
+    ([REPRODUCED, NOT_RUN], REPRODUCED),
+    ([REPRODUCED, NOT_REPRODUCED], PARTLY),
+    ([REPRODUCED, WITHIN_NOISE], PARTLY),
+    ([NOT_REPRODUCED, WITHIN_NOISE], NOT_REPRODUCED),
+    ([NO_INTERVAL, WITHIN_NOISE], WITHIN_NOISE),  # the first inconclusive kind in VERDICTS order
+    ([WITHIN_NOISE, WITHIN_NOISE], WITHIN_NOISE),
+])
+def test_combine(verdicts, want):
+    assert report.combine(verdicts) == want
+
+
+# ---------------------------------------------------------------- claims and checks
+
 def test_no_results_means_every_claim_not_run():
     rows = report.claim_rows([])
-    assert len(rows) == len(report.CLAIMS) and {r["verdict"] for r in rows} == {"not run"}
+    assert len(rows) == len(report.CLAIMS) and {r["verdict"] for r in rows} == {NOT_RUN}
+    assert {r["verdict"] for r in report.check_rows([])} == {NOT_RUN}
+
+
+def test_implementation_checks_are_not_claims(tmp_path):
+    res = _rec(tmp_path, "01_architecture", "smoke")
+    res.record("guidelines_hold", 1, dataset="-", paper=1)
+    res.record("init_std", 0.05, dataset="-", paper=0.02)
+    results = load_results(tmp_path)
+    checks = {r["claim"][:20]: r["verdict"] for r in report.check_rows(results)}
+    assert list(checks.values()) == ["passes", "fails"]
+    assert {r["verdict"] for r in report.claim_rows(results)} == {NOT_RUN}  # neither is a claim of the paper
+    assert not any(c.patterns[0] in ("guidelines_hold", "init_std") for c in report.CLAIMS)
+    res.record("init_std", 0.0205, dataset="-", paper=0.02)
+    assert [r["verdict"] for r in report.check_rows(load_results(tmp_path))] == ["passes", "passes"]
+
+
+def test_results_page_has_both_tables_and_tallies_claims_only(tmp_path):
+    res = _rec(tmp_path, "01_architecture", "smoke")
+    res.record("guidelines_hold", 1, dataset="-", paper=1)
+    res.record("init_std", 0.05, dataset="-", paper=0.02)
+    page = report.write_results_page(tmp_path, tmp_path / "results.md").read_text()
+    assert page.startswith("# Results")
+    claims, rest = page.split("## Implementation checks")
+    checks, numbers = rest.split("## Every recorded number")
+    row = "| §4 | Our weights are initialised from N(0, 0.02) | std 0.02 | init_std = 0.05 | - (smoke) | **fails** |"
+    assert row in checks
+    assert "guidelines" not in claims.split("## The paper's claims")[1]
+    assert f"Tally of the paper's claims: {len(report.CLAIMS)} not run." in claims  # the checks are not counted
+    assert "| 01_architecture | init_std | 0.05 | 0.02 |" in numbers
+
+
+def test_bad_rule_is_reported():
+    bad = (report.Claim("§0", "x", "y", ("*",), lambda f: "maybe"),)
+    r = Result("c", "n", 1, None, "", "d", "book", "cpu", 0)
+    with pytest.raises(ValueError, match="maybe"):
+        report.claim_rows([r], bad)
+
+
+# ---------------------------------------------------------------- the quality gate
+
+def _arith(res, k="emoji", pixel=(20.0, 5.0, 35.0), base=(30.0, 15.0, 45.0)):
+    res.record(f"{k}_arith_latent_rate", 50.0, dataset=k)
+    _ci(res, f"{k}_arith_latent_minus_pixel", *pixel, dataset=k)
+    _ci(res, f"{k}_arith_latent_minus_base", *base, dataset=k)
+
+
+def test_gate_decides_before_the_rule(tmp_path):
+    res = _rec(tmp_path, "06_latent_space")
+    _arith(res)
+    assert _verdict(tmp_path, "§6.3.2", "(emoji") == NO_GATE
+    row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
+    assert "no quality gate recorded (emoji-*_gate)" in row["ours"]
+    _gate(res, "emoji-64", False, fid=312.0, precision=0.01, recall=0.0)
+    row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
+    assert row["verdict"] == BELOW_GATE
+    assert "gate emoji-64: below (fid 312, precision 0.01, recall 0)" in row["ours"]  # the gate's numbers are shown
+    _gate(res, "emoji-64", True)
+    row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
+    assert row["verdict"] == REPRODUCED and "gate emoji-64: passed" in row["ours"]
+    assert "emoji_arith_latent_minus_pixel = 20 [5, 35]" in row["ours"]
+    # the Fashion-MNIST claim has its own gate: emoji's does not open it
+    assert _verdict(tmp_path, "§6.3.2", "(Fashion-MNIST") == NOT_RUN
+    res.record("fashion_arith_latent_rate", 10.0, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§6.3.2", "(Fashion-MNIST") == NO_GATE
+
+
+def test_gate_failing_in_one_chapter_is_enough(tmp_path):
+    """Chapters 06/07 re-record chapter 02's gate; any record of a failed gate blocks the verdict."""
+    _gate(_rec(tmp_path, "02_training"), "emoji-64", False)
+    res = _rec(tmp_path, "06_latent_space")
+    _gate(res, "emoji-64", True)
+    _arith(res)
+    assert _verdict(tmp_path, "§6.3.2", "(emoji") == BELOW_GATE
+    assert _row(load_results(tmp_path), "§6.2", "(emoji discriminator)")["verdict"] == NOT_RUN
+
+
+def test_claims_without_a_model_need_no_gate(tmp_path):
+    res = _rec(tmp_path, "03_deduplication")
+    _ci(res, "fashion_mnist_hash_fp_rate", 0.004, 0.001, 0.009, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§4.1.1", "false-positive") == REPRODUCED
+
+
+def test_every_model_claim_names_its_gate():
+    for c in report.CLAIMS:
+        if c.section in ("§4.1.1", "other") or c.text.startswith("1-layer K-means"):
+            assert not c.gates, c.text
+        else:
+            assert c.gates, f"{c.section} {c.text} relies on a model but names no gate"
+
+
+# ---------------------------------------------------------------- comparative claims
+
+@pytest.mark.parametrize("pixel, base, want", [
+    ((20.0, 5.0, 35.0), (30.0, 15.0, 45.0), REPRODUCED),
+    ((20.0, 5.0, 35.0), (5.0, -10.0, 20.0), PARTLY),  # above pixel arithmetic, not above random samples
+    ((-20.0, -35.0, -5.0), (5.0, -10.0, 20.0), NOT_REPRODUCED),
+    ((0.0, -10.0, 10.0), (5.0, -10.0, 20.0), WITHIN_NOISE),
+])
+def test_arithmetic_verdicts(tmp_path, pixel, base, want):
+    res = _rec(tmp_path, "06_latent_space")
+    _gate(res, "emoji-64", True)
+    _arith(res, pixel=pixel, base=base)
+    assert _verdict(tmp_path, "§6.3.2", "(emoji") == want
+
+
+def test_comparison_without_interval_is_inconclusive(tmp_path):
+    res = _rec(tmp_path, "04_cifar10_features")
+    _gate(res, "fashion-mnist-32", True, dataset="fashion-mnist")
+    res.record("transfer_dcgan_minus_kmeans", 5.0, dataset="fashion-mnist-32->mnist-10k")  # the old sign test's input
+    assert _verdict(tmp_path, "§5.1", "beat") == NO_INTERVAL
+    res.record("transfer_dcgan_minus_kmeans_ci_lo", -1.0, dataset="fashion-mnist-32->mnist-10k")
+    res.record("transfer_dcgan_minus_kmeans_ci_hi", 11.0, dataset="fashion-mnist-32->mnist-10k")
+    assert _verdict(tmp_path, "§5.1", "beat") == WITHIN_NOISE
+    res.record("transfer_dcgan_minus_kmeans_ci_lo", 0.5, dataset="fashion-mnist-32->mnist-10k")
+    assert _verdict(tmp_path, "§5.1", "beat") == REPRODUCED
+    row = _row(load_results(tmp_path), "§5.1", "beat")
+    assert "transfer_dcgan_minus_kmeans = 5 [0.5, 11]" in row["ours"]
+
+
+def test_sides_measured_without_a_difference(tmp_path):
+    res = _rec(tmp_path, "07_internals")
+    _gate(res, "emoji-64", True)
+    res.record("emoji_forget_removed", 14.0, dataset="emoji")
+    res.record("emoji_forget_removed_control", 10.0, dataset="emoji")
+    assert _verdict(tmp_path, "§6.3.1", "forget") == NO_INTERVAL
+    _ci(res, "emoji_forget_removed_minus_control", 4.0, -2.0, 9.0)
+    assert _verdict(tmp_path, "§6.3.1", "forget") == WITHIN_NOISE
+
+
+def test_supervised_control_and_direction(tmp_path):
+    res = _rec(tmp_path, "05_svhn_features")
+    _gate(res, "fashion-mnist-32", True, dataset="fashion-mnist")
+    _ci(res, "semi_supervised_minus_dcgan_error", -3.0, -5.0, -1.0, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§5.2", "supervised") == NOT_REPRODUCED  # supervised is better beyond noise
+    res = _rec(tmp_path, "06_latent_space")
+    _gate(res, "fashion-mnist-32", True, dataset="fashion-mnist")
+    _ci(res, "fashion_direction_dark_turned_minus_plain", 30.0, 10.0, 50.0, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§6.3.2 Fig. 8", "(Fashion-MNIST") == REPRODUCED
+
+
+# ---------------------------------------------------------------- measurements against a line
+
+def test_false_positive_rate_needs_its_whole_interval_under_one_percent(tmp_path):
+    res = _rec(tmp_path, "03_deduplication")
+    _ci(res, "fashion_mnist_hash_fp_rate", 0.004, 0.001, 0.03, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§4.1.1", "false-positive") == WITHIN_NOISE
+    _ci(res, "fashion_mnist_hash_fp_rate", 0.3, 0.2, 0.4, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§4.1.1", "false-positive") == NOT_REPRODUCED
+    _ci(res, "emoji_hash_fp_rate", 0.002, 0.0, 0.008)
+    assert _verdict(tmp_path, "§4.1.1", "false-positive") == PARTLY  # one data set each way
+    res.record("fashion_mnist_hash_fp_rate", "nothing flagged", dataset="fashion-mnist")
+    res.record("emoji_hash_fp_rate", "nothing flagged", dataset="emoji")
+    assert _verdict(tmp_path, "§4.1.1", "false-positive") == INCONCLUSIVE
+
+
+def test_memorisation_and_smoothness_use_the_point_value_without_interval(tmp_path):
+    res = _rec(tmp_path, "02_training")
+    _gate(res, "fashion-mnist-32", True, dataset="fashion-mnist")
+    res.record("fashion-mnist-32_nn_ratio", 1.2, dataset="fashion-mnist-32")
+    assert _verdict(tmp_path, "§4.1", "(Fashion-MNIST") == REPRODUCED
+    res.record("fashion-mnist-32_nn_ratio", 0.5, dataset="fashion-mnist-32")
+    assert _verdict(tmp_path, "§4.1", "(Fashion-MNIST") == NOT_REPRODUCED
+    _ci(res, "fashion-mnist-32_nn_ratio", 1.0, 0.8, 1.2, dataset="fashion-mnist-32")
+    assert _verdict(tmp_path, "§4.1", "(Fashion-MNIST") == WITHIN_NOISE
+    res = _rec(tmp_path, "06_latent_space")
+    res.record("fashion_slerp_pixel_cut_rate", 0.0, dataset="fashion-mnist")
+    res.record("fashion_slerp_feature_cut_rate", 0.05, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§6.1", "(Fashion-MNIST") == REPRODUCED
+    res.record("fashion_slerp_feature_cut_rate", 1.0, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§6.1", "(Fashion-MNIST") == PARTLY
+
+
+# ---------------------------------------------------------------- the ablations (chapter 08)
+
+def _variant(res, v, fid, sd, unstable, n=3, kind="oscillating"):
+    res.record(f"stability_{v}_fid", fid, dataset="fashion-mnist")
+    res.record(f"stability_{v}_fid_std", sd, dataset="fashion-mnist")
+    for k in ("diverged", "oscillating", "mode_collapse"):
+        res.record(f"stability_{v}_{k}", f"{unstable if k == kind else 0}/{n}", dataset="fashion-mnist")
 
 
 def test_stability_verdicts(tmp_path):
     res = _rec(tmp_path, "08_stability")
-    for v, fid, osc in (("dcgan", 10.0, "0/3"), ("bn-everywhere", 20.0, "2/3"), ("beta1-0.9", 10.5, "0/3"),
-                        ("lr-0.001", 25.0, "0/3")):
-        res.record(f"stability_{v}_fid", fid, dataset="fashion-mnist")
-        res.record(f"stability_{v}_fid_std", 1.0, dataset="fashion-mnist")
-        for k in ("diverged", "mode_collapse"):
-            res.record(f"stability_{v}_{k}", "0/3", dataset="fashion-mnist")
-        res.record(f"stability_{v}_oscillating", osc, dataset="fashion-mnist")
+    _gate(res, "stability_dcgan", True, dataset="fashion-mnist")
+    _variant(res, "dcgan", 10.0, 1.0, 0)
+    _variant(res, "bn-everywhere", 20.0, 1.0, 0)  # 10 FID worse, seed spread ~1.4: beyond 2 x spread
+    _variant(res, "beta1-0.9", 10.5, 1.0, 0)  # within the spread, equally stable
+    _variant(res, "lr-0.001", 10.5, 1.0, 3, kind="diverged")  # same FID, 3/3 diverged vs 0/3
+    _variant(res, "relu-in-d", 2.0, 1.0, 0)  # better FID beyond the spread
+    _variant(res, "fc-hidden", 2.0, 1.0, 3)  # better FID, but all runs unstable
     results = load_results(tmp_path)
-    assert _by_section(results, "§3 (3)", "output")["verdict"] == "reproduced"  # worse FID and oscillating
-    assert _by_section(results, "§4", "beta1")["verdict"] == "not reproduced"  # within the spread, stable
-    assert _by_section(results, "§4", "0.001")["verdict"] == "partly"  # worse FID only
-    assert _by_section(results, "§3 (1)", "pooling")["verdict"] == "not run"
-    row = _by_section(results, "§3 (3)", "output")
+    assert _row(results, "§3 (3)", "output")["verdict"] == REPRODUCED
+    assert _row(results, "§4", "beta1")["verdict"] == WITHIN_NOISE
+    assert _row(results, "§4", "0.001")["verdict"] == REPRODUCED
+    assert _row(results, "§3 (4)", "LeakyReLU")["verdict"] == NOT_REPRODUCED
+    assert _row(results, "§3 (2)", "fully connected")["verdict"] == PARTLY
+    assert _row(results, "§3 (1)", "pooling")["verdict"] == NOT_RUN
+    row = _row(results, "§3 (3)", "output")
     assert "stability_bn-everywhere_fid = 20" in row["ours"] and row["behind"] == "fashion-mnist (book)"
 
 
-def test_stability_verdicts_inconclusive_when_the_reference_collapsed(tmp_path):
+def test_stability_recorded_interval_wins_over_the_spread(tmp_path):
     res = _rec(tmp_path, "08_stability")
-    for v, fid, collapse in (("dcgan", 400.0, "3/3"), ("bn-everywhere", 300.0, "3/3")):
+    _gate(res, "stability_dcgan", True, dataset="fashion-mnist")
+    for v, fid in (("dcgan", 10.0), ("beta1-0.9", 12.0)):
         res.record(f"stability_{v}_fid", fid, dataset="fashion-mnist")
-        res.record(f"stability_{v}_mode_collapse", collapse, dataset="fashion-mnist")
-    results = load_results(tmp_path)
-    assert _by_section(results, "§3 (3)", "output")["verdict"] == "inconclusive"
-    # A reference that mostly converged: back to the usual rule (better FID, but more collapsed runs).
-    res.record("stability_dcgan_mode_collapse", "1/3", dataset="fashion-mnist")
-    assert _by_section(load_results(tmp_path), "§3 (3)", "output")["verdict"] == "partly"
+        res.record(f"stability_{v}_fid_std", 0.0, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§4", "beta1") == NO_INTERVAL  # one seed: no spread, no interval
+    _ci(res, "stability_beta1-0.9_minus_dcgan_fid", 2.0, 0.5, 3.5, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§4", "beta1") == REPRODUCED
 
+
+def test_stability_inconclusive_when_the_reference_is_below_the_gate(tmp_path):
+    res = _rec(tmp_path, "08_stability")
+    _variant(res, "dcgan", 400.0, 1.0, 3, kind="mode_collapse")
+    _variant(res, "bn-everywhere", 300.0, 1.0, 3, kind="mode_collapse")
+    assert _verdict(tmp_path, "§3 (3)", "output") == NO_GATE
+    _gate(res, "stability_dcgan", False, dataset="fashion-mnist", fid=400.0)
+    assert _verdict(tmp_path, "§3 (3)", "output") == BELOW_GATE
+    _gate(res, "stability_dcgan", True, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§3 (3)", "output") == NOT_REPRODUCED  # a better FID beyond the spread
+
+
+def test_filter_collapse(tmp_path):
+    res = _rec(tmp_path, "08_stability")
+    _gate(res, "stability_dcgan", True, dataset="fashion-mnist")
+    res.record("filter_collapse_dcgan_first_epoch", 8.0, dataset="fashion-mnist")
+    res.record("filter_collapse_dcgan_last_epoch", 12.0, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§7", "filters") == NO_INTERVAL
+    _ci(res, "filter_collapse_dcgan_last_minus_first", 4.0, 1.0, 7.0, dataset="fashion-mnist")
+    assert _verdict(tmp_path, "§7", "filters") == REPRODUCED
+
+
+# ---------------------------------------------------------------- numbers on the paper's data, §8.1
 
 def test_data_bound_claims_need_the_paper_data(tmp_path):
     res = _rec(tmp_path, "04_cifar10_features")
-    res.record("transfer_dcgan_test_accuracy", 82.0, dataset="emoji-64->fashion-mnist", paper=82.8)
-    assert _by_section(load_results(tmp_path), "§5.1 Table 1", "DCGAN")["verdict"] == "needs the paper's data"
+    res.record("transfer_dcgan_test_accuracy", 82.0, dataset="fashion-mnist-32->mnist-10k", paper=82.8)
+    assert _verdict(tmp_path, "§5.1 Table 1", "DCGAN") == PAPER_DATA_NEEDED  # before the gate: no gate needed
     res.record("transfer_dcgan_test_accuracy", 82.0, dataset="imagenet32->cifar10", paper=82.8)
-    assert _by_section(load_results(tmp_path), "§5.1 Table 1", "DCGAN")["verdict"] == "reproduced"
+    assert _verdict(tmp_path, "§5.1 Table 1", "DCGAN") == NO_GATE
+    _gate(res, "imagenet32-32", True, dataset="imagenet32")
+    assert _verdict(tmp_path, "§5.1 Table 1", "DCGAN") == REPRODUCED
     res.record("transfer_dcgan_test_accuracy", 70.0, dataset="imagenet32->cifar10", paper=82.8)
-    assert _by_section(load_results(tmp_path), "§5.1 Table 1", "DCGAN")["verdict"] == "not reproduced"
+    assert _verdict(tmp_path, "§5.1 Table 1", "DCGAN") == NOT_REPRODUCED
+    _ci(res, "transfer_dcgan_test_accuracy", 79.0, 76.0, 80.0, dataset="imagenet32->cifar10")
+    assert _verdict(tmp_path, "§5.1 Table 1", "DCGAN") == PARTLY  # 2.8 points from the interval's top
+    _ci(res, "transfer_dcgan_test_accuracy", 79.0, 76.0, 82.0, dataset="imagenet32->cifar10")
+    assert _verdict(tmp_path, "§5.1 Table 1", "DCGAN") == REPRODUCED
 
 
 def test_mnist_supplement_verdicts(tmp_path):
@@ -71,28 +337,71 @@ def test_mnist_supplement_verdicts(tmp_path):
     res.record("mnist_nn_error_real", 4.0, dataset="mnist-10k")
     res.record("mnist_nn_error_generated_affine", 9.0, dataset="mnist-10k")
     res.record("mnist_nn_error_generated_noaffine", 6.0, dataset="mnist-10k")
+    assert _verdict(tmp_path, "§8.1", "1-NN") == NO_GATE
+    _gate(res, "mnist-cond-32", True, dataset="mnist-10k")
+    assert _verdict(tmp_path, "§8.1", "1-NN") == NO_INTERVAL
+    assert _verdict(tmp_path, "§8.1", "scale and bias") == NO_INTERVAL
+    _ci(res, "mnist_nn_error_generated_noaffine_minus_real", 2.0, 1.5, 2.5, dataset="mnist-10k")
+    _ci(res, "mnist_nn_error_generated_affine_minus_real", 5.0, 4.0, 6.0, dataset="mnist-10k")
+    assert _verdict(tmp_path, "§8.1", "1-NN") == NOT_REPRODUCED  # margin 0.1 x 4 + 0.5 = 0.9 points
+    _ci(res, "mnist_nn_error_generated_noaffine_minus_real", 0.5, -0.2, 1.2, dataset="mnist-10k")
+    assert _verdict(tmp_path, "§8.1", "1-NN") == WITHIN_NOISE
+    _ci(res, "mnist_nn_error_generated_noaffine_minus_real", 0.2, -0.4, 0.9, dataset="mnist-10k")
+    assert _verdict(tmp_path, "§8.1", "1-NN") == REPRODUCED  # the interval's top on the margin
+    _ci(res, "mnist_nn_error_generated_affine_minus_noaffine", 3.0, 1.0, 5.0, dataset="mnist-10k")
+    assert _verdict(tmp_path, "§8.1", "scale and bias") == REPRODUCED
+    assert not report.on_paper_data(load_results(tmp_path)[0])  # mnist-10k is a stand-in, not MNIST
+
+
+def test_every_verdict_is_reachable(tmp_path):
+    """Each verdict of VERDICTS is produced by some recorded results (the tests above, gathered)."""
+    seen = set()
+    for i, build in enumerate((
+        lambda r: _arith(r),  # no gate
+        lambda r: (_gate(r, "emoji-64", False), _arith(r)),
+        lambda r: (_gate(r, "emoji-64", True), _arith(r)),
+        lambda r: (_gate(r, "emoji-64", True), _arith(r, pixel=(20.0, 5.0, 35.0), base=(5.0, -10.0, 20.0))),
+        lambda r: (_gate(r, "emoji-64", True), _arith(r, pixel=(-20.0, -35.0, -5.0), base=(5.0, -10.0, 20.0))),
+        lambda r: (_gate(r, "emoji-64", True), _arith(r, pixel=(0.0, -10.0, 10.0), base=(0.0, -10.0, 10.0))),
+        lambda r: (_gate(r, "emoji-64", True), r.record("emoji_arith_latent_rate", 5.0, dataset="emoji")),
+        lambda r: r.record("emoji_hash_fp_rate", "nothing flagged", dataset="emoji"),
+        lambda r: r.record("transfer_kmeans_test_accuracy", 80.0, dataset="fashion-mnist-32->mnist-10k"),
+    )):
+        d = tmp_path / str(i)
+        build(_rec(d, "06_latent_space"))
+        seen |= {r["verdict"] for r in report.claim_rows(load_results(d))}
+    assert seen == set(report.VERDICTS)
+
+
+# ---------------------------------------------------------------- tables and chapter prose
+
+def test_tables_show_intervals_beside_values(tmp_path):
+    res = _rec(tmp_path, "06_latent_space")
+    _gate(res, "emoji-64", True)
+    _arith(res)
     results = load_results(tmp_path)
-    assert _by_section(results, "§8.1", "1-NN")["verdict"] == "partly"  # 6% <= 2 x 4%
-    assert _by_section(results, "§8.1", "scale and bias")["verdict"] == "reproduced"
-    assert not report.on_paper_data(results[0])  # mnist-10k is a stand-in, not MNIST
+    table = report.results_table(results)
+    assert "| 06_latent_space | emoji_arith_latent_minus_pixel | 20 [5, 35] |" in table
+    assert "_ci_lo" not in table and "_ci_hi" not in table  # folded into their value's row
+    assert "emoji_arith_latent_minus_base = 30 [15, 45]" in report.claims_table(results)
 
 
-def test_results_page_has_claims_and_all_numbers(tmp_path):
-    res = _rec(tmp_path, "01_architecture", "smoke")
-    res.record("guidelines_hold", 1, dataset="-", paper=1)
-    res.record("init_std", 0.05, dataset="-", paper=0.02)
-    page = report.write_results_page(tmp_path, tmp_path / "results.md").read_text()
-    assert page.startswith("# Results")
-    assert "| §3 | The four architecture guidelines" in page and "**reproduced** |" in page
-    assert "| §4 | Weights initialised from N(0, 0.02) | std 0.02 | init_std = 0.05 | - (smoke) | **not reproduced** |" in page
-    assert "| 01_architecture | init_std | 0.05 | 0.02 |" in page
-    assert f"{len(report.CLAIMS) - 2} not run" in page
+def test_chapter_verdicts_are_the_page_verdicts(tmp_path):
+    res = _rec(tmp_path, "06_latent_space")
+    _gate(res, "emoji-64", False, fid=312.0)
+    _arith(res)
+    text = report.chapter_verdicts(res.results.values())
+    assert text.startswith("- **§6.3.2** Vector arithmetic") and f"**{BELOW_GATE}**" in text
+    assert "fid 312" in text and "Fashion-MNIST" not in text  # only the claims this chapter's results bear on
+    assert report.chapter_verdicts([]).startswith("No claim")
 
 
-def test_bad_rule_is_reported():
-    bad = (report.Claim("§0", "x", "y", ("*",), lambda f: "maybe"),)
-    from dcgan.results import Result
-
-    r = Result("c", "n", 1, None, "", "d", "book", "cpu", 0)
-    with pytest.raises(ValueError, match="maybe"):
-        report.claim_rows([r], bad)
+def test_gate_status_phrase(tmp_path):
+    res = _rec(tmp_path, "06_latent_space")
+    assert report.gate_status(res.results.values(), "emoji-64") == (
+        None, "has no quality gate recorded (chapter 02 has not run under this profile)")
+    _gate(res, "emoji-64", False, fid=312.0, precision=0.01, recall=0.0)
+    assert report.gate_status(res.results.values(), "emoji-64") == (
+        False, "is below the quality gate (fid 312, precision 0.01, recall 0)")
+    _gate(res, "emoji-64", True)
+    assert report.gate_status(res.results.values(), "emoji-64")[0] is True

@@ -1,0 +1,115 @@
+"""95 % intervals for the chapters' comparative numbers (issue 12: no verdict without a difference beyond noise).
+
+* :func:`wilson_ci`: a proportion k/n (precision, recall, a hit rate);
+* :func:`newcombe_diff_ci`: the difference of two independent proportions
+  (e.g. unstable runs of a variant vs. the reference), from the two Wilson intervals;
+* :func:`bootstrap_diff_ci`: mean(a) - mean(b) by a percentile bootstrap,
+  paired (the same trials, walks or test items under both conditions) or not;
+  :func:`bootstrap_mean_ci`: a mean over independent units (e.g. planted groups);
+  :func:`bootstrap_stat_ci`: any statistic of per-unit measurements (a ratio of means, say).
+
+The convention of the results registry: a result ``X`` may come with
+``X_ci_lo`` and ``X_ci_hi``; a comparison is recorded as ``<a>_minus_<b>``
+(with its own ``_ci_lo``/``_ci_hi``). :func:`record_with_ci` writes all three.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci",
+           "record_with_ci"]
+
+Z95 = 1.959963984540054
+
+
+def wilson_ci(k: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``k / n``; (0, 1) when ``n`` is 0 (nothing observed)."""
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    # Exact at the ends: the Wilson bounds for k = 0 or k = n are 0 and 1 up to rounding.
+    return (0.0 if k == 0 else max(0.0, mid - half)), (1.0 if k == n else min(1.0, mid + half))
+
+
+def newcombe_diff_ci(k1: float, n1: int, k2: float, n2: int, z: float = Z95) -> tuple[float, float, float]:
+    """``k1/n1 - k2/n2`` and its 95 % interval (Newcombe's hybrid score method, method 10), for independent samples."""
+    if n1 == 0 or n2 == 0:
+        raise ValueError("both proportions need at least one observation")
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_ci(k1, n1, z)
+    l2, u2 = wilson_ci(k2, n2, z)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], paired: bool = True, n_boot: int = 4000,
+                      seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """``mean(a) - mean(b)`` and its percentile-bootstrap interval.
+
+    ``paired``: ``a[i]`` and ``b[i]`` were measured on the same unit (trial, walk,
+    test image), so units are resampled together and their shared noise cancels;
+    otherwise ``a`` and ``b`` are resampled independently. Seeded, so a chapter's
+    interval is as reproducible as its other numbers.
+    """
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError("bootstrap_diff_ci needs at least one value on each side")
+    if paired and len(a) != len(b):
+        raise ValueError(f"paired samples must have the same length, got {len(a)} and {len(b)}")
+    rng = np.random.default_rng(seed)
+    if paired:
+        d = a - b
+        boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
+    else:
+        boot = (a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(1)
+                - b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(1))
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(boot, [tail, 100 - tail])
+    return float(a.mean() - b.mean()), float(lo), float(hi)
+
+
+def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 4000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """``mean(values)`` and its percentile-bootstrap interval (units resampled with replacement; seeded)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if len(v) == 0:
+        raise ValueError("bootstrap_mean_ci needs at least one value")
+    boot = v[np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))].mean(1)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(boot, [tail, 100 - tail])
+    return float(v.mean()), float(lo), float(hi)
+
+
+def bootstrap_stat_ci(stat: Callable[..., float], *arrays: Sequence[float], n_boot: int = 4000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """``stat(*arrays)`` and its percentile-bootstrap interval, resampling the units (rows shared by all
+    ``arrays``, e.g. per-sample measurements under several treatments) together; for statistics that are
+    not a plain mean, such as a ratio of means."""
+    arrs = [np.asarray(a, dtype=np.float64) for a in arrays]
+    if not arrs or len(arrs[0]) == 0 or any(len(a) != len(arrs[0]) for a in arrs):
+        raise ValueError("bootstrap_stat_ci needs non-empty arrays of equal length")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(arrs[0]), size=(n_boot, len(arrs[0])))
+    boot = np.array([stat(*(a[i] for a in arrs)) for i in idx])
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.nanpercentile(boot, [tail, 100 - tail])
+    return float(stat(*arrs)), float(lo), float(hi)
+
+
+def record_with_ci(res, name: str, value: float, lo: float, hi: float, *, digits: int | None = None, **kw) -> float:
+    """Record ``name`` and ``name_ci_lo``/``name_ci_hi`` (same data set, unit and claim) in a ResultsRecorder."""
+    r = (lambda v: round(float(v), digits)) if digits is not None else float
+    note = kw.pop("note", "")
+    v = res.record(name, r(value), note=note, **kw)
+    res.record(f"{name}_ci_lo", r(lo), note=f"95% interval of {name}", **kw)
+    res.record(f"{name}_ci_hi", r(hi), note=f"95% interval of {name}", **kw)
+    return v

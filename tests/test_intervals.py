@@ -1,0 +1,74 @@
+"""dcgan.intervals: Wilson, Newcombe and bootstrap intervals against known values."""
+
+import numpy as np
+import pytest
+
+from dcgan.intervals import bootstrap_diff_ci, newcombe_diff_ci, record_with_ci, wilson_ci
+from dcgan.results import ResultsRecorder, load_results
+
+
+def test_wilson_known_values():
+    lo, hi = wilson_ci(81, 263)  # Newcombe (1998), table I: 0.2553 to 0.3662
+    assert lo == pytest.approx(0.2553, abs=1e-4) and hi == pytest.approx(0.3662, abs=1e-4)
+    assert wilson_ci(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert wilson_ci(10, 10) == (pytest.approx(0.7225, abs=1e-4), 1.0)
+    assert wilson_ci(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_ci(3, 2)
+
+
+def test_newcombe_known_values():
+    d, lo, hi = newcombe_diff_ci(56, 70, 48, 80)  # Newcombe (1998b), example (a): 0.0524 to 0.3339
+    assert d == pytest.approx(0.2) and lo == pytest.approx(0.0524, abs=1e-4) and hi == pytest.approx(0.3339, abs=1e-4)
+    d, lo, hi = newcombe_diff_ci(3, 3, 0, 3)
+    assert d == 1.0 and lo > 0  # all three runs unstable against none: beyond noise
+    d, lo, hi = newcombe_diff_ci(2, 3, 0, 3)
+    assert lo < 0 < hi  # two of three: within noise at n = 3
+
+
+def test_bootstrap_paired_is_tighter_when_units_share_noise():
+    rng = np.random.default_rng(0)
+    unit = rng.normal(0, 5, 200)  # per-unit difficulty, shared by both conditions
+    a, b = unit + 1.0 + rng.normal(0, 0.5, 200), unit + rng.normal(0, 0.5, 200)
+    d, lo, hi = bootstrap_diff_ci(a, b, paired=True)
+    assert lo < d < hi and 0 < lo and d == pytest.approx(1.0, abs=0.2)
+    _, ulo, uhi = bootstrap_diff_ci(a, b, paired=False)
+    assert ulo < 0 < uhi  # the same numbers, unpaired: within noise
+    assert bootstrap_diff_ci(a, b, seed=3) == bootstrap_diff_ci(a, b, seed=3)  # seeded
+    with pytest.raises(ValueError, match="same length"):
+        bootstrap_diff_ci([1, 2], [1], paired=True)
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_diff_ci([], [1], paired=False)
+
+
+def test_record_with_ci_follows_the_registry_convention(tmp_path):
+    res = ResultsRecorder("06_x", "smoke", 0, tmp_path)
+    v = record_with_ci(res, "emoji_arith_latent_minus_pixel", 12.345, 1.234, 20.0, digits=1, dataset="emoji",
+                       unit="points", claim="§6.3.2")
+    assert v == 12.3
+    got = {r.name: (r.value, r.unit, r.claim) for r in load_results(tmp_path)}
+    assert got == {"emoji_arith_latent_minus_pixel": (12.3, "points", "§6.3.2"),
+                   "emoji_arith_latent_minus_pixel_ci_lo": (1.2, "points", "§6.3.2"),
+                   "emoji_arith_latent_minus_pixel_ci_hi": (20.0, "points", "§6.3.2")}
+
+
+def test_bootstrap_mean_ci():
+    from dcgan.intervals import bootstrap_mean_ci
+
+    m, lo, hi = bootstrap_mean_ci([0.0, 1.0] * 50)
+    assert m == 0.5 and 0.38 < lo < 0.45 and 0.55 < hi < 0.62
+    assert bootstrap_mean_ci([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        bootstrap_mean_ci([])
+
+
+def test_bootstrap_stat_ci_resamples_units_together():
+    from dcgan.intervals import bootstrap_stat_ci
+
+    a = np.arange(1.0, 51.0)
+    v, lo, hi = bootstrap_stat_ci(lambda x, y: (x - y).mean(), a, a - 2.0)
+    assert (v, lo, hi) == (2.0, 2.0, 2.0)  # paired units: the shared spread cancels
+    v, lo, hi = bootstrap_stat_ci(lambda x, y: x.mean() / y.mean(), a, 2 * a)
+    assert v == lo == hi == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="equal length"):
+        bootstrap_stat_ci(np.mean, [1.0, 2.0], [1.0])
