@@ -52,6 +52,7 @@ __all__ = [
     "gated_config",
     "load_references",
     "quality_gate",
+    "chapter_gate",
     "snapshot_metrics",
     "build_reference",
     "write_reference",
@@ -311,6 +312,23 @@ def quality_gate(run: Run, model: str | None = None, profile: str = "book", *, c
     failed = [k for k, ok in checks.items() if not ok]
     reason = ("Every test passed." if not failed else "Failed: " + "; ".join(why[k] for k in failed) + ".")
     return GateResult(name, not failed, reason, cfg.dataset, fid_now, floor, prec, rec, gain, span, ref, checks)
+
+
+def chapter_gate(res, run: Run, model: str, profile: str = "book", *, source: str = "02_training") -> tuple[bool, str]:
+    """The quality gate of a model a chapter draws conclusions from, in the chapter's results as ``<model>_gate*``.
+
+    Chapter ``source`` (02, which trains and gates the book's models) has usually recorded it under this
+    profile: it is then re-recorded (``res.reuse``), not recomputed. Otherwise (chapter 02 has not run,
+    or ``model`` is not one of its models) :func:`quality_gate` judges ``run`` here and the result is
+    recorded. Returns ``(passed, phrase)`` as :func:`dcgan.report.gate_status`; the phrase completes
+    "the generator ...", e.g. "is below the quality gate (fid 40, precision 0.6, recall 0.3)".
+    """
+    from .report import gate_status
+
+    if not any(r.name == f"{model}_gate" for r in res.reuse(source, [f"{model}_gate*"])):
+        quality_gate(run, model, profile).record(res, model)
+    ok, phrase = gate_status(res.results.values(), model)
+    return bool(ok), phrase
 
 
 # ------------------------------------------------------------------ references

@@ -6,7 +6,9 @@
 * :func:`bootstrap_diff_ci`: mean(a) - mean(b) by a percentile bootstrap,
   paired (the same trials, walks or test items under both conditions) or not;
   :func:`bootstrap_mean_ci`: a mean over independent units (e.g. planted groups);
-  :func:`bootstrap_stat_ci`: any statistic of per-unit measurements (a ratio of means, say).
+  :func:`bootstrap_stat_ci`: any statistic of per-unit measurements (a ratio of means, say);
+* :func:`draws_ci`: a mean over repeated draws of a whole experiment (e.g. §5.2's label draws),
+  mean +- 1.96 standard deviations over the draws, as the paper's authors report it.
 
 The convention of the results registry: a result ``X`` may come with
 ``X_ci_lo`` and ``X_ci_hi``; a comparison is recorded as ``<a>_minus_<b>``
@@ -21,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci",
-           "record_with_ci"]
+           "draws_ci", "record_with_ci"]
 
 Z95 = 1.959963984540054
 
@@ -103,6 +105,21 @@ def bootstrap_stat_ci(stat: Callable[..., float], *arrays: Sequence[float], n_bo
     tail = 100 * (1 - level) / 2
     lo, hi = np.nanpercentile(boot, [tail, 100 - tail])
     return float(stat(*arrs)), float(lo), float(hi)
+
+
+def draws_ci(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """``mean(values)`` and ``mean -+ z * std`` over repeated draws of an experiment.
+
+    The spread of the draws themselves, not a standard error: what the authors' §5.2 analysis script
+    (``svhn_semisup_analysis.py``) reports over its label draws. Population std (``np.std``).
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if len(v) == 0:
+        raise ValueError("draws_ci needs at least one value")
+    if not np.isfinite(v).all():
+        raise ValueError("draws_ci got a non-finite value")
+    m, s = float(v.mean()), float(v.std())
+    return m, m - z * s, m + z * s
 
 
 def record_with_ci(res, name: str, value: float, lo: float, hi: float, *, digits: int | None = None, **kw) -> float:
