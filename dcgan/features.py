@@ -3,8 +3,10 @@
 The paper's pipeline: take every conv layer of a trained D, max-pool each
 layer's map to a 4x4 grid, flatten and concatenate (28672-d for the 32x32
 ImageNet D with widths 256/512/1024), then fit a regularised linear L2-SVM.
-Here the SVM is scikit-learn's ``LinearSVC`` (squared hinge, L2 penalty) on
-standardised features, with C chosen on a validation split.
+Here the SVM is :class:`LinearL2SVM`: scikit-learn's ``LinearSVC`` problem
+(squared hinge, L2 penalty, one-vs-rest) on standardised features, solved with
+L-BFGS in torch on every core, with C chosen on a validation split
+(:func:`fit_svm`; ``solver="liblinear"`` runs ``LinearSVC`` itself).
 
 Baselines run through the same code on the same splits:
 
@@ -98,9 +100,10 @@ class StepTimer:
         return sum(s[2] for s in self.steps)
 
     def table(self) -> str:
-        rows = [f"{'step':34s} {'wall s':>7s} {'CPU s':>7s} {'cores':>5s}"]
-        rows += [f"{n:34s} {w:7.1f} {c:7.1f} {c / max(w, 1e-9):5.1f}" for n, w, c in self.steps]
-        rows.append(f"{'total':34s} {self.wall:7.1f} {self.cpu:7.1f} {self.cpu / max(self.wall, 1e-9):5.1f}")
+        k = max([34] + [len(n) for n, _, _ in self.steps])
+        rows = [f"{'step':{k}s} {'wall s':>7s} {'CPU s':>7s} {'cores':>5s}"]
+        rows += [f"{n:{k}s} {w:7.1f} {c:7.1f} {c / max(w, 1e-9):5.1f}" for n, w, c in self.steps]
+        rows.append(f"{'total':{k}s} {self.wall:7.1f} {self.cpu:7.1f} {self.cpu / max(self.wall, 1e-9):5.1f}")
         return "\n".join(rows)
 
 
