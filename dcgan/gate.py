@@ -52,7 +52,6 @@ __all__ = [
     "gated_config",
     "load_references",
     "quality_gate",
-    "chapter_gate",
     "snapshot_metrics",
     "build_reference",
     "write_reference",
@@ -65,6 +64,12 @@ MAX_GAIN = 0.10  # converged: the last fifth of training improved FID by less th
 REFERENCE_FACTOR = 4  # a reference trains this many times the book's epochs
 N_FAKE = 1000  # samples behind every gate number (FID is biased by sample size: fixed for run and reference)
 N_REAL = 2000  # held-out test images behind every gate number
+PAPER_N = 10_000  # under `paper`: 10,000 samples against 10,000 test images, the count published FIDs use
+
+
+def sample_sizes(profile: str) -> tuple[int, int]:
+    """(samples, held-out test images) behind the gate's numbers under ``profile``."""
+    return (PAPER_N, PAPER_N) if profile == "paper" else (N_FAKE, N_REAL)
 
 REFERENCES_PATH = Path(__file__).with_name("gate_references.json")
 REFERENCES_ENV = "DCGAN_GATE_REFERENCES"  # an extra file of references (e.g. made for the paper profile)
@@ -172,13 +177,16 @@ def _fake_features(fx, G, n_fake: int, seed: int) -> torch.Tensor:
 
 
 def snapshot_metrics(run: Run, epochs: list[int] | None = None, *, pr_epochs: list[int] | None = None,
-                     profile: str = "book", n_fake: int = N_FAKE, n_real: int = N_REAL, seed: int = 0) -> list[dict]:
+                     profile: str = "book", n_fake: int = 0, n_real: int | None = 0, seed: int = 0) -> list[dict]:
     """FID of the run's generator at each snapshot epoch (all by default), precision/recall at ``pr_epochs``.
+
+    ``n_fake``/``n_real`` 0: the profile's :func:`sample_sizes` (``n_real`` None: every test image).
 
     Every epoch is sampled with the same noise (``seed``), so the curve shows
     the model changing, not the sample changing.
     """
     cfg = run.config
+    n_fake, n_real = n_fake or sample_sizes(profile)[0], sample_sizes(profile)[1] if n_real == 0 else n_real
     fx, real_f = _features(cfg, profile, n_real)
     epochs = run.snapshot_epochs() if epochs is None else epochs
     out = []
@@ -314,30 +322,17 @@ def quality_gate(run: Run, model: str | None = None, profile: str = "book", *, c
     return GateResult(name, not failed, reason, cfg.dataset, fid_now, floor, prec, rec, gain, span, ref, checks)
 
 
-def chapter_gate(res, run: Run, model: str, profile: str = "book", *, source: str = "02_training") -> tuple[bool, str]:
-    """The quality gate of a model a chapter draws conclusions from, in the chapter's results as ``<model>_gate*``.
-
-    Chapter ``source`` (02, which trains and gates the book's models) has usually recorded it under this
-    profile: it is then re-recorded (``res.reuse``), not recomputed. Otherwise (chapter 02 has not run,
-    or ``model`` is not one of its models) :func:`quality_gate` judges ``run`` here and the result is
-    recorded. Returns ``(passed, phrase)`` as :func:`dcgan.report.gate_status`; the phrase completes
-    "the generator ...", e.g. "is below the quality gate (fid 40, precision 0.6, recall 0.3)".
-    """
-    from .report import gate_status
-
-    if not any(r.name == f"{model}_gate" for r in res.reuse(source, [f"{model}_gate*"])):
-        quality_gate(run, model, profile).record(res, model)
-    ok, phrase = gate_status(res.results.values(), model)
-    return bool(ok), phrase
-
-
 # ------------------------------------------------------------------ references
 
-def build_reference(model: str, profile: str = "book", factor: int = REFERENCE_FACTOR, *, n_fake: int = N_FAKE,
-                    n_real: int = N_REAL, progress: bool = True, runs: str | Path | None = None) -> GateReference:
-    """Train ``model``'s config ``factor`` times longer and measure its plateau (the last fifth of snapshots)."""
+def build_reference(model: str, profile: str = "book", factor: int = REFERENCE_FACTOR, *, n_fake: int = 0,
+                    n_real: int | None = 0, progress: bool = True, runs: str | Path | None = None) -> GateReference:
+    """Train ``model``'s config ``factor`` times longer and measure its plateau (the last fifth of snapshots).
+
+    ``n_fake``/``n_real`` 0: the profile's :func:`sample_sizes`.
+    """
     from .provenance import hardware
 
+    n_fake, n_real = n_fake or sample_sizes(profile)[0], sample_sizes(profile)[1] if n_real == 0 else n_real
     base = gated_config(model, profile)
     cfg = base.replace(epochs=base.epochs * factor, max_steps=None)
     t0 = time.time()

@@ -137,10 +137,11 @@ def interpolation_grid(points: torch.Tensor, steps: int, mode: str = "slerp") ->
 
 @torch.no_grad()
 def generate(G: nn.Module, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """G(z) in eval mode, in batches, on CPU, fp32; images in [-1, 1]."""
+    """G(z) in eval mode, in batches, fp32, on the device of ``z`` (G may live elsewhere); images in [-1, 1]."""
     G.eval()
+    dev = next(G.parameters()).device
     flat = z.reshape(-1, z.shape[-1])
-    out = torch.cat([G(c) for c in flat.split(batch_size)])
+    out = torch.cat([G(c.to(dev)).float().to(z.device) for c in flat.split(batch_size)])
     return out.reshape(*z.shape[:-1], *out.shape[1:])
 
 
@@ -255,7 +256,7 @@ def classifier_features(net: nn.Module, batch_size: int = 256, bf16: bool = True
         net.eval()
         # bf16 autocast: ~3x faster convolutions on CPUs with AMX/AVX-512 bf16, harmless elsewhere
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return torch.cat([net.features(c.float()).float() for c in x.split(batch_size)]).numpy()
+            return torch.cat([net.features(c.float()).float().cpu() for c in x.split(batch_size)]).numpy()
 
     return f
 
@@ -358,7 +359,7 @@ def classifier_test(name: str, net: nn.Module, classes: Sequence[str], batch_siz
     @torch.no_grad()
     def proba(images: torch.Tensor) -> np.ndarray:
         net.eval()
-        return torch.cat([net(c.float()).float().softmax(1) for c in images.split(batch_size)]).numpy()
+        return torch.cat([net(c.float()).float().softmax(1).cpu() for c in images.split(batch_size)]).numpy()
 
     return AttributeTest(name, list(classes), proba)
 

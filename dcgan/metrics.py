@@ -15,9 +15,11 @@ Inception features when the data are not ImageNet-like:
 Every number has a floor: the same metric between the real test and the
 real train split (:func:`real_floor`), which is what a perfect generator
 would score with the same sample sizes. On the ``paper`` profile the
-features come from Inception-v3 (torchvision layout) when the user has its
-weights on disk (``$DCGAN_INCEPTION_WEIGHTS``), so that numbers compare with
-published FIDs; without the weights it raises a clear error.
+features come from torchvision's Inception-v3 (``IMAGENET1K_V1`` weights, in
+fp32, with those weights' preprocessing) when the user has the weights on
+disk (``$DCGAN_INCEPTION_WEIGHTS``); without them it raises a clear error.
+That network is not the TF-FID graph behind published FIDs: our FIDs differ
+from TF-FID by a few percent and are compared with each other only.
 """
 
 from __future__ import annotations
@@ -99,14 +101,18 @@ class DomainClassifier(nn.Module):
             raise ValueError(f"domain classifier expects images (N, {want[0]}, {want[1]}, {want[2]}) in [-1, 1], "
                              f"got {tuple(x.shape)}; resize the samples or build the classifier for this size")
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (N, feature_dim), float32."""
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        # inputs go to the network's device (a classifier on the GPU takes CPU samples too)
         self._check(x)
-        return self.body(x.float()).float()
+        return self.body(x.float().to(self.fc.weight.device)).float()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (N, feature_dim), float32, on the device of ``x``."""
+        return self._body(x).to(x.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits (N, n_classes)."""
-        return self.fc(self.dropout(self.features(x)))
+        """Class logits (N, n_classes), on the device of ``x``."""
+        return self.fc(self.dropout(self._body(x))).to(x.device)
 
 
 @dataclass(frozen=True)
@@ -254,20 +260,36 @@ class FeatureExtractor(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(_device(), memory_format=torch.channels_last)
-        with _autocast():
-            f = self.net.features(x) if self.kind == "domain" else self.net(x)
+        """Features (N, num_features), float32, on the CPU (where the metrics keep them); ``x`` may be anywhere."""
+        dev = next(self.net.parameters()).device
+        x = x.to(dev, memory_format=torch.channels_last)
+        if self.kind == "domain":
+            with _autocast():
+                f = self.net.features(x)
+        else:
+            # Inception in fp32: published FIDs are computed so, and bf16 moves FID by more than its noise
+            f = self.net(x)
         return f.float().cpu()
 
 
 class _InceptionFeatures(nn.Module):
-    """torchvision Inception-v3 pool features (2048-d) of images in [-1, 1], resized to 299."""
+    """torchvision's Inception-v3 (``IMAGENET1K_V1``) pool features (2048-d) of images in [-1, 1].
+
+    The preprocessing is the one those weights were trained with: bilinear
+    resize to 299, ImageNet mean/std normalisation, then the network's own
+    ``transform_input=True`` step (``inception_v3(weights=IMAGENET1K_V1)``
+    sets it; building with ``weights=None`` does not, and features would be
+    mis-scaled). This is *not* the TF-FID network (the TensorFlow Inception
+    graph that pytorch-fid and the published FIDs use): FIDs from these
+    features differ from TF-FID by a few percent, so compare them with each
+    other, not with numbers in papers.
+    """
 
     def __init__(self, weights: Path):
         super().__init__()
         from torchvision.models import inception_v3
 
-        net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+        net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]

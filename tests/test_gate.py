@@ -176,30 +176,6 @@ def test_a_corrupt_references_file_is_a_clear_error(tmp_path):
         gate.load_references(p)
 
 
-def test_chapter_gate_reuses_chapter_02_and_computes_it_otherwise(tmp_path, monkeypatch):
-    src = ResultsRecorder("02_training", "smoke", 0, tmp_path)
-    src.record("fashion-mnist-32_gate", 1, dataset="fashion-mnist", claim="quality gate")
-    src.record("fashion-mnist-32_gate_fid", 12.5, dataset="fashion-mnist", claim="quality gate")
-    ResultsRecorder("02_training", "book", 0, tmp_path / "other").record("emoji-32_gate", 1, dataset="emoji")
-
-    def no_gate(*a, **k):
-        raise AssertionError("chapter 02's gate was recorded: it must be reused, not recomputed")
-
-    monkeypatch.setattr(gate, "quality_gate", no_gate)
-    res = ResultsRecorder("04_x", "smoke", 0, tmp_path)
-    ok, phrase = gate.chapter_gate(res, None, "fashion-mnist-32", "smoke")
-    assert ok and phrase.startswith("passes the quality gate") and "fid 12.5" in phrase
-    assert res.results["fashion-mnist-32_gate"].note.startswith("from chapter 02_training")
-
-    calls = []
-
-    def fake_gate(run, model, profile):
-        calls.append((run, model, profile))
-        return gate.GateResult(model, False, "Failed: test.", "svhn", fid=80.0, precision=0.1, recall=0.05)
-
-    monkeypatch.setattr(gate, "quality_gate", fake_gate)
-    ok, phrase = gate.chapter_gate(res, "the run", "svhn-32", "smoke")  # chapter 02 never gated this model
-    assert calls == [("the run", "svhn-32", "smoke")] and not ok
-    assert phrase.startswith("is below the quality gate") and "fid 80" in phrase
-    got = {r.name: r.value for r in load_results(tmp_path) if r.chapter == "04_x"}
-    assert got["svhn-32_gate"] == 0 and got["svhn-32_gate_recall"] == 0.05 and got["fashion-mnist-32_gate"] == 1
+def test_paper_profile_measures_on_ten_thousand_images():
+    assert gate.sample_sizes("paper") == (10_000, 10_000)
+    assert gate.sample_sizes("book") == gate.sample_sizes("smoke") == (gate.N_FAKE, gate.N_REAL)

@@ -165,3 +165,20 @@ def test_forest_attribute_test():
     assert t.accuracy == 1.0 and t.predict(blue[:2]) == ["blue", "blue"]
     with pytest.raises(ValueError, match="model"):
         L.fit_attribute_test("c", L.pooled_pixels, x, labels, x, labels, model="svm")
+
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # every model of the next test lives here
+
+
+def test_generate_and_classifier_tests_take_inputs_on_any_device():
+    from dcgan.metrics import DomainClassifier
+
+    G = Generator(ModelConfig(image_size=16, channels=1, nz=8, ngf=8, ndf=8)).to(DEVICE)
+    for z in (torch.randn(2, 3, 8, device=DEVICE), torch.randn(2, 3, 8)):
+        x = L.generate(G, z)
+        assert x.shape == (2, 3, 1, 16, 16) and x.device == z.device and x.dtype == torch.float32
+    clf = DomainClassifier(1, 16, 10).eval().to(DEVICE)
+    imgs = torch.rand(4, 1, 16, 16) * 2 - 1
+    assert L.classifier_features(clf, bf16=False)(imgs).shape == (4, clf.num_features)
+    p = L.classifier_test("digit", clf, [str(i) for i in range(10)]).proba(imgs)
+    assert p.shape == (4, 10) and np.allclose(p.sum(1), 1, atol=1e-4)

@@ -199,3 +199,40 @@ def test_paper_profile_uses_inception_weights_from_disk(monkeypatch, tmp_path):
     metrics._EXTRACTORS.clear()
     with pytest.raises(ValueError, match="not a torchvision Inception-v3 state_dict"):
         metrics.feature_extractor("fashion-mnist", 32, "paper")
+
+
+def test_inception_features_match_torchvision_weights_own_pipeline(tmp_path):
+    """Our Inception features of an image equal torchvision's: the weights' own transform (resize 342, crop 299,
+    ImageNet normalisation) into ``inception_v3(weights=IMAGENET1K_V1)``'s layout (``transform_input=True``), fp32."""
+    from torchvision.models import Inception_V3_Weights, inception_v3
+    from torchvision.transforms.functional import center_crop
+
+    torch.manual_seed(0)
+    ref = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True).eval()
+    path = tmp_path / "inception_v3.pt"
+    torch.save(ref.state_dict(), path)
+    ref.fc = torch.nn.Identity()
+    img = torch.rand(2, 3, 342, 342)  # [0, 1], already at the transform's resize size
+    with torch.no_grad():
+        want = ref(Inception_V3_Weights.IMAGENET1K_V1.transforms()(img))
+    got = metrics.inception_features(path)(center_crop(img, [299, 299]) * 2 - 1)  # our input range: [-1, 1]
+    assert got.dtype == torch.float32 and got.shape == (2, 2048)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # every input of the next test lives here
+
+
+def test_metrics_take_inputs_on_any_device(tmp_path):
+    """Classifier, feature extractor and sampler on DEVICE, inputs on DEVICE or the CPU: results where documented."""
+    clf = metrics.DomainClassifier(1, 16, 10).eval().to(DEVICE)
+    for x in (torch.rand(3, 1, 16, 16, device=DEVICE) * 2 - 1, torch.rand(3, 1, 16, 16) * 2 - 1):
+        with torch.no_grad():
+            assert clf(x).device == x.device and clf.features(x).device == x.device  # the caller's device
+    fx = metrics.FeatureExtractor(clf, clf.num_features, "domain", "test").to(DEVICE)
+    feats = fx(torch.rand(5, 1, 16, 16, device=DEVICE) * 2 - 1)
+    assert feats.device.type == "cpu" and feats.shape == (5, clf.num_features)  # metrics keep features on the CPU
+    G = Generator(ModelConfig(image_size=16, channels=1, nz=8, ngf=8, ndf=8)).to(DEVICE)
+    imgs = metrics.sample_images(G, 4, seed=0)
+    assert imgs.device.type == "cpu" and imgs.shape == (4, 1, 16, 16)
+    assert metrics.fid(fx(imgs), feats) >= 0
