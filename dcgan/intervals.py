@@ -8,6 +8,8 @@
   :func:`bootstrap_mean_ci`: a mean over independent units (e.g. planted groups);
   :func:`bootstrap_stat_ci`: any statistic of per-unit measurements (a ratio of means, say);
 * :func:`t_mean_ci`: a mean over a few training seeds (Student t).
+* :func:`draws_ci`: a mean over repeated draws of a whole experiment (e.g. §5.2's label draws),
+  mean +- 1.96 standard deviations over the draws, as the paper's authors report it.
 
 The convention of the results registry: a result ``X`` may come with
 ``X_ci_lo`` and ``X_ci_hi``; a comparison is recorded as ``<a>_minus_<b>``
@@ -22,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci",
-           "t_mean_ci", "record_with_ci"]
+           "t_mean_ci", "draws_ci", "record_with_ci"]
 
 Z95 = 1.959963984540054
 
@@ -116,6 +118,21 @@ def t_mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, floa
         raise ValueError("t_mean_ci needs at least two values (seeds)")
     half = t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+def draws_ci(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """``mean(values)`` and ``mean -+ z * std`` over repeated draws of an experiment.
+
+    The spread of the draws themselves, not a standard error: what the authors' §5.2 analysis script
+    (``svhn_semisup_analysis.py``) reports over its label draws. Population std (``np.std``).
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if len(v) == 0:
+        raise ValueError("draws_ci needs at least one value")
+    if not np.isfinite(v).all():
+        raise ValueError("draws_ci got a non-finite value")
+    m, s = float(v.mean()), float(v.std())
+    return m, m - z * s, m + z * s
 
 
 def record_with_ci(res, name: str, value: float, lo: float, hi: float, *, digits: int | None = None, **kw) -> float:

@@ -101,11 +101,88 @@ def test_svm_path_on_tiny_fixture():
     assert set(r.val_acc) == {1e-4, 1e-2, 1.0}
     assert r.val_acc[r.C] == max(r.val_acc.values())
     assert r.accuracy(Xte, yte) > 0.9
+    path = r.fits["path over 3 C"]  # every C solved in the same passes over the features
+    assert path["gap"] <= 1e-4 and len(path["iters"]) == 3
+    assert "wall" in r.summary()
     # chance on shuffled labels: the path cannot pass on its own
     shuffled = fe.fit_svm(Xtr, np.random.default_rng(0).permutation(ytr), Xva, yva, Cs=(1e-2,))
     assert shuffled.accuracy(Xte, yte) < 0.7
     refit = fe.fit_svm(Xtr, ytr, Xva, yva, Cs=(1e-2,), refit_on_val=True)
-    assert refit.model[-1].coef_.shape == (3, 20)
+    assert refit.model.coef_.shape == (3, 20) and "refit C=0.01" in refit.fits
+    ref = fe.fit_svm(Xtr, ytr, Xva, yva, Cs=(1e-2,), refit_on_val=True, solver="liblinear")
+    assert ref.model[-1].coef_.shape == (3, 20)
+    assert np.mean(ref.predict(Xte) == refit.predict(Xte)) >= 0.99
+
+
+def _problem(n, d, k, seed, noise=3.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 1, (k, d))
+    y = rng.integers(0, k, 2 * n)
+    X = (centers[y] + rng.normal(0, noise, (2 * n, d))).astype(np.float32)
+    return X[:n], y[:n], X[n:], y[n:]
+
+
+@pytest.mark.parametrize("k,C", [(4, 1e-3), (4, 1e-1), (2, 1e-2)])
+def test_l2svm_matches_sklearn_linearsvc(k, C):
+    """The replacement solves LinearSVC's problem: same predictions, same objective (squared hinge, penalised bias)."""
+    from sklearn.svm import LinearSVC
+
+    X, y, Xte, yte = _problem(400, 60, k, seed=k)
+    ref = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual=True, tol=1e-8, max_iter=100_000).fit(X, y)
+    ours = fe.LinearL2SVM(C=C, standardize=False, tol=1e-6).fit(X, y)
+    assert ours.converged_ and ours.coef_.shape == ref.coef_.shape
+    f_ref = fe.l2svm_objective(ref.coef_, ref.intercept_, X, y, C)
+    f_ours = fe.l2svm_objective(ours.coef_, ours.intercept_, X, y, C)
+    np.testing.assert_allclose(f_ours, f_ref, rtol=1e-3)
+    np.testing.assert_allclose(ours.objective_, f_ours, rtol=1e-5)  # the solver reports the objective it reached
+    assert np.mean(ours.predict(Xte) == ref.predict(Xte)) >= 0.99
+    np.testing.assert_allclose(ours.decision_function(Xte[:5]), ref.decision_function(Xte[:5]), atol=5e-2)
+
+
+def test_l2svm_standardised_matches_scaler_pipeline():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    X, y, Xte, yte = _problem(300, 40, 3, seed=7)
+    X = X * np.linspace(0.1, 10, 40, dtype=np.float32) + 5  # very different feature scales
+    Xte = Xte * np.linspace(0.1, 10, 40, dtype=np.float32) + 5
+    ref = make_pipeline(StandardScaler(), LinearSVC(C=1e-2, dual=True, tol=1e-8, max_iter=100_000)).fit(X, y)
+    ours = fe.LinearL2SVM(C=1e-2, tol=1e-6).fit(X.astype(np.float16).astype(np.float32), y)
+    assert np.mean(ours.predict(Xte) == ref.predict(Xte)) >= 0.99
+    Xs = ref[0].transform(X)
+    f_ref = fe.l2svm_objective(ref[-1].coef_, ref[-1].intercept_, Xs, y, 1e-2)
+    np.testing.assert_allclose(ours.objective_, f_ref, rtol=1e-3)
+
+
+def test_l2svm_warm_start_and_threads():
+    X, y, _, _ = _problem(300, 50, 3, seed=1)
+    a = fe.LinearL2SVM(C=1e-2, standardize=False, threads=1).fit(X, y)
+    b = fe.LinearL2SVM(C=2e-2, standardize=False).fit(X, y, init=a)
+    c = fe.LinearL2SVM(C=2e-2, standardize=False).fit(X, y)
+    assert b.n_iter_ <= c.n_iter_
+    np.testing.assert_allclose(b.objective_, c.objective_, rtol=1e-3)
+
+
+def test_nonconvergence_is_a_warning_naming_c():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y, _, _ = _problem(200, 30, 3, seed=2)
+    with pytest.warns(ConvergenceWarning, match=r"C=10 did not converge"):
+        m = fe.LinearL2SVM(C=10.0, max_iter=2, standardize=False).fit(X, y)
+    assert not m.converged_ and m.gap_ > m.tol
+    with pytest.warns(ConvergenceWarning, match=r"C=10 did not converge"):
+        fe.fit_svm(X[:150], y[:150], X[150:], y[150:], Cs=(10.0,), solver="liblinear", max_iter=1)
+    with pytest.raises(ValueError, match="solver"):
+        fe.fit_svm(X, y, X, y, solver="sgd")
+
+
+def test_l2svm_objective_penalises_bias():
+    X = np.array([[1.0], [-1.0]])
+    y = np.array([0, 1])
+    # one column for two classes (positive = classes[1]); w = -1, b = 0.5: margins 1.5 and 0.5
+    f = fe.l2svm_objective(np.array([[-1.0]]), np.array([0.5]), X, y, C=2.0)
+    np.testing.assert_allclose(f, [0.5 * (1 + 0.25) + 2.0 * 0.25])
 
 
 def test_pixel_features_range():
@@ -150,9 +227,77 @@ def test_supervised_control_learns_and_search_picks_best():
     x[y == 1, :, :8] = 255  # class 1: bright top half
     x[y == 0, :, 8:] = 255
     r = fe.train_supervised(cfg, x[:40], y[:40], x[40:], y[40:], lr=1e-2, dropout=0.0, weight_decay=0.0,
-                            epochs=10, batch_size=20, precision="fp32", keep_model=True)
-    assert r.val_error == 0.0
+                            max_epochs=10, patience=None, batch_size=20, precision="fp32", keep_model=True)
+    assert r.val_error == 0.0 and r.epochs_run == 10 and len(r.curve) == 10
+    assert r.curve[r.best_epoch - 1] == min(r.curve)
     assert fe.classifier_error(r.model, x[40:], y[40:], precision="fp32") == 0.0
+    assert (fe.classifier_predictions(r.model, x[40:], precision="fp32") == y[40:].numpy()).all()
     s = fe.supervised_search(cfg, x[:40], y[:40], x[40:], y[40:], n_trials=2, max_epochs=3, precision="fp32")
     assert len(s.trials) == 2 and s.best.val_error == min(t.val_error for t in s.trials)
     assert s.best.model is not None and all(t.model is None for t in s.trials if t is not s.best)
+    assert [row["epochs_run"] for row in s.table()] == [t.epochs_run for t in s.trials]
+
+
+def test_early_stopping_stops_and_restores_best_epoch(capsys):
+    cfg = ModelConfig(image_size=16, channels=1, ndf=4)
+    y = torch.arange(40) % 2
+    x = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)  # noise: nothing to learn
+    r = fe.train_supervised(cfg, x[:20], y[:20], x[20:], y[20:], lr=0.0, dropout=0.0, weight_decay=0.0,
+                            max_epochs=50, patience=3, stop_subset=10, batch_size=10, precision="fp32")
+    assert r.best_epoch == 1 and r.epochs_run == 4  # lr 0: no epoch improves on the first
+    assert r.cpu_seconds > 0
+    fe.supervised_search(cfg, x[:20], y[:20], x[20:], y[20:], n_trials=1, max_epochs=2, precision="fp32", verbose=True)
+    assert "epochs (best" in capsys.readouterr().out
+
+
+def test_recalibrated_batchnorm_uses_the_images_statistics():
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=16, channels=1, ndf=4)
+    D = Discriminator(cfg)
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    x = torch.randint(0, 256, (64, 1, 16, 16), dtype=torch.uint8)
+    Dc = fe.recalibrate_batchnorm(D, x, batch_size=64)
+    for k, v in D.state_dict().items():  # the original is untouched
+        assert torch.equal(v, before[k])
+    assert not Dc.training
+    bn = Dc.blocks[1][1]
+    with torch.no_grad():
+        h = Dc.blocks[1][0](Dc.blocks[0](x.float() / 127.5 - 1))  # block 1's conv output, one batch of 64
+    torch.testing.assert_close(bn.running_mean, h.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, h.var((0, 2, 3)), rtol=1e-3, atol=1e-5)
+    assert bn.momentum == D.blocks[1][1].momentum
+    for k in ("0.0.weight", "1.0.weight"):  # conv weights unchanged
+        assert torch.equal(Dc.blocks.state_dict()[k], D.blocks.state_dict()[k])
+
+
+def test_step_timer_prints_wall_and_cpu(capsys):
+    t = fe.StepTimer()
+    with t("busy"):
+        sum(i * i for i in range(200_000))
+    out = capsys.readouterr().out
+    assert out.startswith("[time] busy:") and "s CPU" in out
+    assert len(t.steps) == 1 and t.wall > 0 and t.cpu > 0
+    assert "total" in t.table()
+
+
+def test_l2svm_few_samples_many_features_is_exact():
+    """n < d is solved in the span of the training rows: the same optimum as LinearSVC."""
+    from sklearn.svm import LinearSVC
+
+    X, y, Xte, _ = _problem(80, 300, 3, seed=3)
+    for C in (1e-3, 1e-1):
+        ref = LinearSVC(C=C, dual=True, tol=1e-9, max_iter=200_000).fit(X, y)
+        ours = fe.LinearL2SVM(C=C, standardize=False, tol=1e-7).fit(X, y)
+        np.testing.assert_allclose(fe.l2svm_objective(ours.coef_, ours.intercept_, X, y, C),
+                                   fe.l2svm_objective(ref.coef_, ref.intercept_, X, y, C), rtol=1e-3)
+        np.testing.assert_allclose(ours.objective_, fe.l2svm_objective(ours.coef_, ours.intercept_, X, y, C), rtol=1e-4)
+        assert np.mean(ours.predict(Xte) == ref.predict(Xte)) >= 0.99
+
+
+def test_fit_path_equals_separate_fits():
+    X, y, Xte, _ = _problem(300, 40, 4, seed=4)
+    path = fe.LinearL2SVM(standardize=False, tol=1e-7).fit_path(X, y, [1e-3, 1e-1])
+    for m in path:
+        one = fe.LinearL2SVM(C=m.C, standardize=False, tol=1e-7).fit(X, y)
+        np.testing.assert_allclose(m.objective_, one.objective_, rtol=1e-5)
+        assert np.mean(m.predict(Xte) == one.predict(Xte)) >= 0.99

@@ -81,3 +81,57 @@ def test_t_mean_ci_over_seeds():
     assert t_mean_ci([5.0, 5.0]) == (5.0, 5.0, 5.0)
     with pytest.raises(ValueError, match="two values"):
         t_mean_ci([1.0])
+
+# ---- intervals over test images and label draws (chapters 04/05; were in tests/test_stats.py)
+
+def test_bootstrap_mean_ci_of_hits_matches_binomial_width_and_is_seeded():
+    from dcgan.intervals import bootstrap_mean_ci
+
+    rng = np.random.default_rng(0)
+    correct = rng.random(4000) < 0.8
+    p, lo, hi = bootstrap_mean_ci(correct, n_boot=1000, seed=1)
+    assert lo < p < hi and p == correct.mean()
+    half = 1.96 * np.sqrt(p * (1 - p) / correct.size)  # normal approximation of the binomial
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert bootstrap_mean_ci(correct, n_boot=1000, seed=1) == (p, lo, hi)
+    assert bootstrap_mean_ci(correct, n_boot=1000, seed=2) != (p, lo, hi)
+
+
+def test_paired_interval_of_two_classifiers_is_narrower_than_their_own():
+    # two classifiers that agree on most test images: the paired interval of their difference is narrow
+    from dcgan.intervals import bootstrap_mean_ci
+
+    rng = np.random.default_rng(0)
+    a = rng.random(3000) < 0.85
+    b = a.copy()
+    flip = rng.choice(3000, 60, replace=False)
+    b[flip] = ~b[flip]
+    d, lo, hi = bootstrap_diff_ci(a, b, n_boot=1000)
+    assert lo <= d <= hi and d == pytest.approx(a.mean() - b.mean())
+    _, la, ha = bootstrap_mean_ci(a, n_boot=1000, seed=5)
+    _, lb, hb = bootstrap_mean_ci(b, n_boot=1000, seed=6)
+    assert hi - lo < 0.5 * ((ha - la) + (hb - lb)) / 2
+
+
+def test_paired_difference_detects_a_real_gap():
+    from dcgan.report import REPRODUCED, interval_verdict
+
+    rng = np.random.default_rng(1)
+    b = rng.random(5000) < 0.8
+    a = b | (rng.random(5000) < 0.2)  # a is right wherever b is, and on some more images
+    d, lo, hi = bootstrap_diff_ci(a, b, n_boot=1000)
+    assert lo > 0 and interval_verdict(lo, hi) == REPRODUCED
+
+
+def test_draws_ci_is_mean_pm_196_std():
+    from dcgan.intervals import draws_ci
+
+    v = [0.20, 0.22, 0.24]
+    m, lo, hi = draws_ci(v)
+    assert m == pytest.approx(0.22) and (lo + hi) / 2 == pytest.approx(0.22)
+    assert (hi - lo) / 2 == pytest.approx(1.96 * np.std(v), rel=1e-4)
+    assert draws_ci([0.3]) == (0.3, 0.3, 0.3)
+    with pytest.raises(ValueError, match="at least one"):
+        draws_ci([])
+    with pytest.raises(ValueError, match="non-finite"):
+        draws_ci([0.1, np.nan])
