@@ -176,6 +176,16 @@ def _fake_features(fx, G, n_fake: int, seed: int) -> torch.Tensor:
     return M.extract_features(fx, M.sample_images(G, n_fake, seed))
 
 
+def sample_quality(G, cfg: TrainConfig, profile: str = "book", seed: int = 0, bn: str = "running") -> dict:
+    """FID, precision and recall of ``G``'s samples at the profile's :func:`sample_sizes`, as the gate measures
+    them (``bn``: BatchNorm's statistics at sampling, see :func:`dcgan.metrics.sample_images`)."""
+    n_fake, n_real = sample_sizes(profile)
+    fx, real_f = _features(cfg, profile, n_real)
+    fake_f = M.extract_features(fx, M.sample_images(G, n_fake, seed, bn=bn))
+    prec, rec = M.precision_recall(real_f, fake_f)
+    return {"fid": M.fid(real_f, fake_f), "precision": prec, "recall": rec, "n_fake": n_fake, "n_real": n_real}
+
+
 def snapshot_metrics(run: Run, epochs: list[int] | None = None, *, pr_epochs: list[int] | None = None,
                      profile: str = "book", n_fake: int = 0, n_real: int | None = 0, seed: int = 0) -> list[dict]:
     """FID of the run's generator at each snapshot epoch (all by default), precision/recall at ``pr_epochs``.

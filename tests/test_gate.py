@@ -179,3 +179,18 @@ def test_a_corrupt_references_file_is_a_clear_error(tmp_path):
 def test_paper_profile_measures_on_ten_thousand_images():
     assert gate.sample_sizes("paper") == (10_000, 10_000)
     assert gate.sample_sizes("book") == gate.sample_sizes("smoke") == (gate.N_FAKE, gate.N_REAL)
+
+
+def test_sample_quality_is_the_gates_measure(tiny_mnist):
+    """The same numbers as the gate's own FID/precision/recall for the same G, seed and sample sizes."""
+    from dcgan.models import Generator
+
+    cfg = _cfg(1)
+    torch.manual_seed(0)
+    G = Generator(cfg.model)
+    q = gate.sample_quality(G, cfg, "smoke")
+    fx, real_f = gate._features(cfg, "smoke", gate.N_REAL)
+    fake_f = gate._fake_features(fx, G, gate.N_FAKE, 0)
+    assert q["fid"] == pytest.approx(metrics.fid(real_f, fake_f)) and (q["n_fake"], q["n_real"]) == gate.sample_sizes("smoke")
+    assert (q["precision"], q["recall"]) == pytest.approx(metrics.precision_recall(real_f, fake_f))
+    assert gate.sample_quality(G, cfg, "smoke", bn="batch")["fid"] != pytest.approx(q["fid"])
