@@ -118,7 +118,26 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
         str(nb), str(out), parameters=chapter_params(nb.stem, profile, params_dir),
         kernel_name=KERNEL_NAME, cwd=str(nb.parent), progress_bar=False, log_output=log_output,
     )
+    hide_injected_parameters(out)
     return ChapterRun(nb.stem, out, time.perf_counter() - t0)
+
+
+HIDE = "hide-input"  # Jupyter Book: the code folds behind a toggle, its output stays in the reader's path
+
+
+def hide_injected_parameters(path: Path) -> None:
+    """Fold papermill's injected-parameters cell like the chapter's own parameters cell (never delete it)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    changed = False
+    for c in nb.cells:
+        tags = c.metadata.get("tags", [])
+        if "injected-parameters" in tags and HIDE not in tags:
+            c.metadata["tags"] = [*tags, HIDE]
+            changed = True
+    if changed:
+        nbformat.write(nb, path)
 
 
 class ChapterFailed(RuntimeError):

@@ -63,6 +63,23 @@ def test_chapter_follows_conventions(nb_path: Path):
     for profile in book.PROFILES:
         unknown = set(book.chapter_params(nb_path.stem, profile)) - declared
         assert not unknown, f"params/{nb_path.stem}.yaml[{profile}] sets {unknown}, not in the parameters cell"
+    # set-up code one click away, not in the reader's path: the parameters and set-up cells fold (hide-input)
+    setup = [c for c in nb.cells if c.cell_type == "code" and "setup_chapter(" in c.source]
+    assert len(setup) == 1, "exactly one code cell calls setup_chapter"
+    for c in (params[0], setup[0]):
+        assert book.HIDE in c.metadata.get("tags", []), f"tag the cell {c.source[:40]!r}... `{book.HIDE}`"
+
+
+def test_injected_parameters_fold_like_the_parameters_cell(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("profile = 'smoke'")
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    book.hide_injected_parameters(path)
+    got = nbformat.read(path, 4)
+    assert got.cells[0].metadata["tags"] == ["injected-parameters", book.HIDE] and "tags" not in got.cells[1].metadata
 
 
 # ---------------------------------------------------------------- runner pieces
