@@ -71,6 +71,12 @@ def sample_sizes(profile: str) -> tuple[int, int]:
     """(samples, held-out test images) behind the gate's numbers under ``profile``."""
     return (PAPER_N, PAPER_N) if profile == "paper" else (N_FAKE, N_REAL)
 
+
+def _sizes(profile: str, n_fake: int, n_real: int | None) -> tuple[int, int | None]:
+    """``n_fake``/``n_real`` with 0 meaning the profile's :func:`sample_sizes` (``n_real`` None: every image)."""
+    default = sample_sizes(profile)
+    return n_fake or default[0], default[1] if n_real == 0 else n_real
+
 REFERENCES_PATH = Path(__file__).with_name("gate_references.json")
 REFERENCES_ENV = "DCGAN_GATE_REFERENCES"  # an extra file of references (e.g. made for the paper profile)
 
@@ -176,10 +182,12 @@ def _fake_features(fx, G, n_fake: int, seed: int) -> torch.Tensor:
     return M.extract_features(fx, M.sample_images(G, n_fake, seed))
 
 
-def sample_quality(G, cfg: TrainConfig, profile: str = "book", seed: int = 0, bn: str = "running") -> dict:
-    """FID, precision and recall of ``G``'s samples at the profile's :func:`sample_sizes`, as the gate measures
-    them (``bn``: BatchNorm's statistics at sampling, see :func:`dcgan.metrics.sample_images`)."""
-    n_fake, n_real = sample_sizes(profile)
+def sample_quality(G, cfg: TrainConfig, profile: str = "book", seed: int = 0, bn: str = "running", *,
+                   n_fake: int = 0, n_real: int | None = 0) -> dict:
+    """FID, precision and recall of ``G``'s samples, as the gate measures them (``n_fake``/``n_real`` 0: the
+    profile's :func:`sample_sizes`; ``bn``: BatchNorm's statistics at sampling, see
+    :func:`dcgan.metrics.sample_images`)."""
+    n_fake, n_real = _sizes(profile, n_fake, n_real)
     fx, real_f = _features(cfg, profile, n_real)
     fake_f = M.extract_features(fx, M.sample_images(G, n_fake, seed, bn=bn))
     prec, rec = M.precision_recall(real_f, fake_f)
@@ -196,7 +204,7 @@ def snapshot_metrics(run: Run, epochs: list[int] | None = None, *, pr_epochs: li
     the model changing, not the sample changing.
     """
     cfg = run.config
-    n_fake, n_real = n_fake or sample_sizes(profile)[0], sample_sizes(profile)[1] if n_real == 0 else n_real
+    n_fake, n_real = _sizes(profile, n_fake, n_real)
     fx, real_f = _features(cfg, profile, n_real)
     epochs = run.snapshot_epochs() if epochs is None else epochs
     out = []
@@ -300,10 +308,8 @@ def quality_gate(run: Run, model: str | None = None, profile: str = "book", *, c
         return GateResult(name, False, f"No gate reference for this data, architecture and recipe (gate key "
                           f"{gate_key(cfg)}) under profile '{profile}': train one with `python -m dcgan reference "
                           f"--model {name} --profile {profile}`.", cfg.dataset)
-    fx, real_f = _features(cfg, profile, ref.n_real)
-    fake_f = _fake_features(fx, run.generator(), ref.n_fake, seed)
-    fid_now = M.fid(real_f, fake_f)
-    prec, rec = M.precision_recall(real_f, fake_f)
+    q = sample_quality(run.generator(), cfg, profile, seed, n_fake=ref.n_fake, n_real=ref.n_real)
+    fid_now, prec, rec = q["fid"], q["precision"], q["recall"]
     floor = _floor_fid(cfg.dataset, cfg.image_size, profile, ref.n_fake, ref.n_real)
     epochs = run.snapshot_epochs()
     gain = span = None
@@ -342,7 +348,7 @@ def build_reference(model: str, profile: str = "book", factor: int = REFERENCE_F
     """
     from .provenance import hardware
 
-    n_fake, n_real = n_fake or sample_sizes(profile)[0], sample_sizes(profile)[1] if n_real == 0 else n_real
+    n_fake, n_real = _sizes(profile, n_fake, n_real)
     base = gated_config(model, profile)
     cfg = base.replace(epochs=base.epochs * factor, max_steps=None)
     t0 = time.time()
