@@ -615,6 +615,21 @@ def _moments(X: np.ndarray, rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
+def _in_units_of(m: "LinearL2SVM", mean: np.ndarray | None, scale: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``m``'s (coef, intercept) re-expressed for features standardised with ``mean``/``scale`` (None: raw).
+
+    The same decision function, so a warm start on more data (the refit on train + validation, whose
+    mean and scale differ from the training set's) starts where the first fit ended, not elsewhere.
+    """
+    m1 = m.mean_ if m.standardize else np.zeros(m.coef_.shape[1])
+    s1 = m.scale_ if m.standardize else np.ones(m.coef_.shape[1])
+    m2 = np.zeros_like(m1) if mean is None else mean
+    s2 = np.ones_like(s1) if scale is None else scale
+    # w . (x - m1) / s1 + b  with  x = s2 x' + m2   ->   (w s2 / s1) . x' + b + w . (m2 - m1) / s1
+    return m.coef_ * (s2 / s1), m.intercept_ + m.coef_ @ ((m2 - m1) / s1)
+
+
 @dataclass
 class LinearL2SVM:
     """One-vs-rest linear L2-SVM (squared hinge, L2 penalty; the paper's classifier), solved in torch.
@@ -680,7 +695,9 @@ class LinearL2SVM:
         K, d, nC = S.shape[1], X.shape[1], len(Cs)
         W0 = None
         if init is not None and init.coef_ is not None and init.coef_.shape == (K, d):
-            W0 = np.tile(np.vstack([init.coef_.T, init.intercept_[None]]), (1, nC))
+            coef, icpt = _in_units_of(init, self.mean_ if self.standardize else None,
+                                      self.scale_ if self.standardize else None)
+            W0 = np.tile(np.vstack([coef.T, icpt[None]]), (1, nC))
         with _threads(self.threads):
             W, iters, gap, f = _solve_l2svm(self._prepare(X), np.tile(S, (1, nC)), np.repeat(np.asarray(Cs, float), K),
                                             W0, tol=self.tol, max_iter=self.max_iter, memory=self.memory, rank=self.rank)

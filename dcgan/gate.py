@@ -15,8 +15,14 @@ longer (:data:`REFERENCE_FACTOR`), whose plateau is committed in
    the same sample sizes is reported beside it);
 2. **coverage**: precision and recall (k-NN manifolds) at most
    :data:`PR_MARGIN` below the reference's;
-3. **convergence**: over the last fifth of training FID improved by less than
-   :data:`MAX_GAIN` (the per-epoch snapshots of the run).
+3. **convergence**: over the last fifth of training (at least three
+   snapshots) the FID *trend* improved by less than :data:`MAX_GAIN`: a
+   robust (Theil-Sen) line through log FID of every snapshot in that span
+   (:func:`trend_gain`), so one lucky or unlucky snapshot does not decide it.
+   A run fails it when FID fell by at least that share *and* the fall is
+   outside the noise (the slope's 95 % interval excludes a flat or rising
+   trend): a run stopped while clearly still improving is not at its plateau,
+   while a flat curve that jumps between snapshots is.
 
 The result is recorded in the results registry as ``<model>_gate`` (1 pass,
 0 fail) with the numbers beside it (:meth:`GateResult.record`).
@@ -45,6 +51,8 @@ __all__ = [
     "PR_MARGIN",
     "MAX_GAIN",
     "REFERENCE_FACTOR",
+    "trend_gain",
+    "still_improving",
     "GATED_MODELS",
     "GateReference",
     "GateResult",
@@ -60,7 +68,7 @@ __all__ = [
 
 FID_RATIO = 1.3  # the run's FID may be at most this multiple of the reference plateau
 PR_MARGIN = 0.1  # precision and recall may be at most this much below the reference's
-MAX_GAIN = 0.10  # converged: the last fifth of training improved FID by less than this share
+MAX_GAIN = 0.10  # converged: over the last fifth of training the fitted FID trend improved by less than this share
 REFERENCE_FACTOR = 4  # a reference trains this many times the book's epochs
 N_FAKE = 1000  # samples behind every gate number (FID is biased by sample size: fixed for run and reference)
 N_REAL = 2000  # held-out test images behind every gate number
@@ -223,12 +231,44 @@ def _floor_fid(dataset: str, image_size: int, profile: str, n_fake: int, n_real:
 
 
 def _last_fifth(epochs: list[int]) -> tuple[int, int]:
-    """(epoch at 80 % of training, last epoch): the span the convergence test looks at."""
+    """(first, last) epoch of the span the convergence test looks at: the last fifth of training, widened
+    to at least three snapshots where the run has them (a trend needs more than two points)."""
     last = epochs[-1]
     start = max(1, round(0.8 * last))
     start = min(start, last - 1) if last > 1 else last
     # the snapshot at or before the 80 % mark
-    return max([e for e in epochs if e <= start] or [epochs[0]]), last
+    first = max([e for e in epochs if e <= start] or [epochs[0]])
+    if len(epochs) >= 3:
+        first = min(first, epochs[-3])
+    return first, last
+
+
+def trend_gain(points: list[tuple[int, float]]) -> tuple[float, float, float]:
+    """Share by which FID improved over ``points`` ((epoch, FID), >= 2), read off a fitted trend.
+
+    The Theil-Sen line (median of the pairwise slopes, ``scipy.stats.theilslopes``)
+    of log FID on epoch: ``gain = 1 - exp(slope * (last - first))``, positive
+    when FID fell. Returns ``(gain, least, most)``: the point estimate and the
+    gains at the ends of the slope's 95 % interval. With two points it is the
+    plain ratio ``(fid_first - fid_last) / fid_first`` (no interval); with more,
+    one noisy snapshot (a GAN's FID jumps between epochs) cannot decide it, as it
+    decides the ratio of two snapshots or a least-squares line.
+    """
+    from scipy.stats import theilslopes
+
+    pts = sorted(points)
+    if len(pts) < 2:
+        raise ValueError("the convergence trend needs at least two snapshots")
+    xs = [float(e) for e, _ in pts]
+    fit = theilslopes([math.log(max(f, 1e-12)) for _, f in pts], xs)
+    g = lambda s: 1.0 - math.exp(float(s) * (xs[-1] - xs[0]))  # noqa: E731
+    return g(fit.slope), g(fit.high_slope), g(fit.low_slope)
+
+
+def still_improving(gain: float, least: float) -> bool:
+    """The convergence test's verdict: FID fell by at least :data:`MAX_GAIN` over the span *and* the
+    fall is outside the noise (the least-improving end of its 95 % interval is still a fall)."""
+    return gain >= MAX_GAIN and least > 0
 
 
 # ------------------------------------------------------------------ the gate
@@ -245,7 +285,8 @@ class GateResult:
     fid_floor: float | None = None
     precision: float | None = None
     recall: float | None = None
-    gain: float | None = None  # FID improvement over the last fifth of training (share)
+    gain: float | None = None  # FID improvement over the last fifth of training (share, fitted trend)
+    gain_interval: tuple[float, float] | None = None  # (least, most) gain: the trend's 95 % interval
     span: tuple[int, int] | None = None  # the epochs of the convergence test
     reference: GateReference | None = None
     checks: dict = field(default_factory=dict)  # test name -> passed
@@ -273,8 +314,11 @@ class GateResult:
         if self.reference is None or self.fid is None:
             return f"{head}. {self.reason}"
         r = self.reference
-        conv = (f"over epochs {self.span[0]}-{self.span[1]} FID improved by {100 * self.gain:.1f}% "
-                f"(limit {100 * MAX_GAIN:.0f}%)") if self.gain is not None else "no convergence test (one snapshot)"
+        iv = (f", 95% interval [{100 * self.gain_interval[0]:.1f}%, {100 * self.gain_interval[1]:.1f}%]"
+              if self.gain_interval and self.gain_interval[0] != self.gain_interval[1] else "")
+        conv = (f"over epochs {self.span[0]}-{self.span[1]} the fitted FID trend improved by {100 * self.gain:.1f}%{iv} "
+                f"(fails at {100 * MAX_GAIN:.0f}% or more outside the noise)") if self.gain is not None \
+            else "no convergence test (one snapshot)"
         return (f"{head}. FID {self.fid:.2f} (limit {FID_RATIO} x reference plateau {r.fid:.2f} = {self.fid_limit:.2f}; "
                 f"real-data floor {self.fid_floor:.2f}); precision {self.precision:.3f} (reference {r.precision:.3f}, "
                 f"limit {r.precision - PR_MARGIN:.3f}); recall {self.recall:.3f} (reference {r.recall:.3f}, limit "
@@ -312,30 +356,33 @@ def quality_gate(run: Run, model: str | None = None, profile: str = "book", *, c
     fid_now, prec, rec = q["fid"], q["precision"], q["recall"]
     floor = _floor_fid(cfg.dataset, cfg.image_size, profile, ref.n_fake, ref.n_real)
     epochs = run.snapshot_epochs()
-    gain = span = None
+    gain = span = least = most = None
     if len(epochs) >= 2:
         span = _last_fifth(epochs)
+        in_span = [e for e in epochs if span[0] <= e <= span[1]]
         have = {r["epoch"]: r["fid"] for r in (curve or [])}
-        missing = [e for e in span if e not in have]
+        missing = [e for e in in_span if e not in have]
         if missing:
             have.update({r["epoch"]: r["fid"] for r in snapshot_metrics(run, missing, profile=profile,
                                                                         n_fake=ref.n_fake, n_real=ref.n_real, seed=seed)})
-        gain = (have[span[0]] - have[span[1]]) / have[span[0]]
+        gain, least, most = trend_gain([(e, have[e]) for e in in_span])
     checks = {
         "quality": fid_now <= FID_RATIO * ref.fid,
         "precision": prec >= ref.precision - PR_MARGIN,
         "recall": rec >= ref.recall - PR_MARGIN,
-        "converged": gain is None or gain < MAX_GAIN,
+        "converged": gain is None or not still_improving(gain, least),
     }
     why = {
         "quality": f"FID {fid_now:.2f} is above {FID_RATIO} x the reference plateau ({FID_RATIO * ref.fid:.2f})",
         "precision": f"precision {prec:.3f} is more than {PR_MARGIN} below the reference's {ref.precision:.3f}",
         "recall": f"recall {rec:.3f} is more than {PR_MARGIN} below the reference's {ref.recall:.3f}",
-        "converged": f"FID still improved by {100 * (gain or 0):.1f}% over the last fifth of training (not converged)",
+        "converged": f"the FID trend still improved by {100 * (gain or 0):.1f}% over the last fifth of training, "
+                     f"outside the noise (95% interval from {100 * (least or 0):.1f}%; not converged)",
     }
     failed = [k for k, ok in checks.items() if not ok]
     reason = ("Every test passed." if not failed else "Failed: " + "; ".join(why[k] for k in failed) + ".")
-    return GateResult(name, not failed, reason, cfg.dataset, fid_now, floor, prec, rec, gain, span, ref, checks)
+    return GateResult(name, not failed, reason, cfg.dataset, fid_now, floor, prec, rec, gain,
+                      None if gain is None else (least, most), span, ref, checks)
 
 
 # ------------------------------------------------------------------ references

@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -56,6 +57,7 @@ __all__ = [
     "TrainingDiverged",
     "CheckpointError",
     "train",
+    "train_many",
     "load_run",
     "preset",
     "PRESETS",
@@ -224,7 +226,7 @@ _PAPER_ONLY = ("imagenet32", "svhn-32", "lsun-64", "celeba-64")
 # - emoji-32 (reference 160 epochs, plateau 1.95): FID 4.7 at 32, 2.7 at 40 (still falling 43 % over the last
 #   fifth, above 1.3x the plateau), 2.0 at 64, 2.2 at 80 (flat over 64-80, within 1.3x).
 # The others are still first guesses until their references are made.
-BOOK_EPOCHS = {"fashion-mnist-32": 8, "emoji-32": 80, "emoji-64": 30, "mnist-cond": 15, "mnist-cond-noaffine": 15}
+BOOK_EPOCHS = {"fashion-mnist-32": 8, "emoji-32": 80, "emoji-64": 30, "mnist-cond": 20, "mnist-cond-noaffine": 20}
 
 
 def preset(name: str, profile: str = "book") -> TrainConfig:
@@ -705,6 +707,69 @@ def train(
             os.replace(partial, final)
         _barrier(dist)
     return load_run(final)
+
+
+_WORKER = ("import json, sys, torch; from dcgan.train import TrainConfig, train; "
+           "torch.set_num_threads(int(sys.argv[3])); "
+           "train(TrainConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)")
+
+
+def train_many(cfgs: list[TrainConfig], runs_root: str | Path | None = None, progress: bool = True,
+               workers: int | None = None) -> list[Run]:
+    """Train several configs (or load them from the cache), ``workers`` at a time; the runs in ``cfgs``' order.
+
+    The book's small nets (32x32, widths 16-32) are bound by per-op overhead,
+    not FLOPs, so two one-thread processes on two cores train more images a
+    second than one two-thread process (``bench/train_throughput.py`` measures
+    both). ``workers`` None: one per thread torch uses here (``torch.get_num_threads()``),
+    at most one per run still to train; each worker process gets an equal share
+    of the threads. With one worker (one thread, e.g. the single-threaded
+    ``smoke`` profile) the runs train one after another in this process. Each
+    run is what :func:`train` makes of its config (same cache key), up to the
+    float rounding of another thread count. Workers are fresh interpreters
+    (``python -c``), so this works the same from a script, a notebook or the CLI.
+    """
+    import subprocess
+
+    root = Path(runs_root) if runs_root is not None else _default_runs_root()
+    for cfg in cfgs:
+        validate(cfg)  # every bad config fails before any training starts
+    todo = list({run_name(c): c for c in cfgs if not (root / run_name(c) / "run.json").is_file()}.values())
+    threads = torch.get_num_threads()
+    workers = max(1, min(workers or threads, len(todo)))
+    if workers > 1:
+        from tqdm.auto import tqdm
+
+        per = str(max(1, threads // workers))
+        env = {**os.environ, "OMP_NUM_THREADS": per}
+        queue, active, failed = list(todo), [], []
+        bar = tqdm(total=len(todo), desc=f"training ({workers} processes)", disable=not progress)
+        with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as stop:
+            # an interrupted caller (Ctrl-C, a killed kernel) stops its workers: their runs resume next time
+            stop.callback(lambda: [p.kill() for _, p, _ in active if p.poll() is None])
+            while queue or active:
+                while queue and len(active) < workers:
+                    c = queue.pop(0)
+                    log = Path(logs) / f"{run_name(c)}.err"
+                    with open(log, "w") as err:  # a file, not a pipe: a chatty worker can never block on it
+                        p = subprocess.Popen([sys.executable, "-c", _WORKER, json.dumps(c.to_dict()), str(root), per],
+                                             env=env, stdout=subprocess.DEVNULL, stderr=err)
+                    active.append((c, p, log))
+                done = [a for a in active if a[1].poll() is not None]
+                if not done:
+                    time.sleep(0.2)
+                for c, p, log in done:
+                    active.remove((c, p, log))
+                    if p.returncode:
+                        tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+                        failed.append((c, tail[0] if tail else f"exit status {p.returncode}"))
+                    bar.update()
+        bar.close()
+        if failed:
+            c, why = failed[0]
+            raise RuntimeError(f"{len(failed)} of {len(todo)} runs failed in their worker process; the first, "
+                               f"{run_name(c)}: {why}")
+    return [train(c, root, progress=progress) for c in cfgs]
 
 
 def _drop_unresumable(partial: Path) -> None:

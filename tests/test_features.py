@@ -164,6 +164,24 @@ def test_l2svm_warm_start_and_threads():
     np.testing.assert_allclose(b.objective_, c.objective_, rtol=1e-3)
 
 
+def test_warm_start_carries_over_to_new_standardisation():
+    """The refit on train + validation standardises with other moments: the warm start is the same decision
+    function in the new units, so it starts at the first fit's predictions and needs fewer iterations."""
+    X, y, Xv, yv = _problem(400, 40, 3, seed=3)
+    X, Xv = X * 4 + 2, Xv * 4 - 1  # validation features shifted: different mean and scale when pooled
+    a = fe.LinearL2SVM(C=1e-2, tol=1e-6).fit(X, y)
+    Xa, ya = np.concatenate([X, Xv]), np.concatenate([y, yv])
+    pooled = fe.LinearL2SVM(C=1e-2, tol=1e-6)
+    pooled.mean_, pooled.scale_ = fe._moments(Xa)
+    coef, icpt = fe._in_units_of(a, pooled.mean_, pooled.scale_)
+    pooled.coef_, pooled.intercept_, pooled.classes_ = coef, icpt, a.classes_
+    np.testing.assert_allclose(pooled.decision_function(Xv), a.decision_function(Xv), rtol=1e-4, atol=1e-4)
+    warm = fe.LinearL2SVM(C=1e-2, tol=1e-6).fit(Xa, ya, init=a)
+    cold = fe.LinearL2SVM(C=1e-2, tol=1e-6).fit(Xa, ya)
+    assert warm.n_iter_ < cold.n_iter_
+    np.testing.assert_allclose(warm.objective_, cold.objective_, rtol=1e-4)
+
+
 def test_nonconvergence_is_a_warning_naming_c():
     from sklearn.exceptions import ConvergenceWarning
 

@@ -123,6 +123,27 @@ def test_two_concurrent_callers_train_once(env, monkeypatch):
     assert len(calls) == 1 and out[0].dir == out[1].dir
 
 
+def test_train_many_in_worker_processes_equals_train(env, tmp_path):
+    """Two configs trained by two one-thread worker processes: the same weights as train() makes of each in
+    this (one-thread) process, returned in the order asked, and cached (a second call trains nothing)."""
+    cfgs = [tiny_cfg(epochs=1, seed=1), tiny_cfg(epochs=1, seed=0)]
+    torch.set_num_threads(2)
+    try:
+        runs = T.train_many(cfgs, progress=False)
+    finally:
+        torch.set_num_threads(1)
+    assert [r.config.seed for r in runs] == [1, 0]
+    for cfg, run in zip(cfgs, runs):
+        alone = T.train(cfg, tmp_path / "alone", progress=False)
+        assert _same_state(run.generator().state_dict(), alone.generator().state_dict())
+    again = T.train_many(cfgs, progress=False, workers=2)
+    assert [r.dir for r in again] == [r.dir for r in runs]
+    bad = tiny_cfg(dataset=f"folder:{env / 'nowhere'}")
+    with pytest.raises(FileNotFoundError, match="nowhere"):  # a bad config fails before any training starts
+        T.train_many([tiny_cfg(epochs=1, seed=2), bad], workers=2)
+    assert not (env / "runs" / T.run_name(tiny_cfg(epochs=1, seed=2))).exists()
+
+
 def test_resume_after_kill_is_bit_identical(env):
     cfg = tiny_cfg(ckpt_every=3)  # 8 steps; checkpoints at 3, 4 (epoch end), 6, 8
     full = T.train(cfg, runs_root=env / "a", progress=False)
