@@ -83,9 +83,14 @@ class AblationConfig:
         if not self.seeds or self.variant_seeds == ():
             raise ValueError("give at least one seed")
 
+    @property
+    def other_seeds(self) -> tuple[int, ...]:
+        """The seeds of every variant other than the reference DCGAN."""
+        return self.seeds if self.variant_seeds is None else self.variant_seeds
+
     def seeds_of(self, variant: str) -> tuple[int, ...]:
         """The seeds ``variant`` is trained with."""
-        return self.seeds if variant == "dcgan" or self.variant_seeds is None else self.variant_seeds
+        return self.seeds if variant == "dcgan" else self.other_seeds
 
     @property
     def runs(self) -> list[tuple[str, int]]:
