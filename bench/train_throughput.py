@@ -5,6 +5,10 @@ Prints, in one run and measured side by side, img/s of
 * ``fp32``: plain fp32 eager (contiguous memory), the pytorch/examples baseline;
 * ``bf16``: bf16 autocast + channels_last (what ``precision="auto"`` picks on a bf16 CPU);
 * ``bf16+compile``: the same under ``torch.compile`` (with ``--compile``);
+* ``bf16 xN proc``: on a CPU, N one-thread processes each running the bf16 step at the same
+  time (``--processes``, default: one per thread), their img/s summed: how
+  :func:`dcgan.train.train_many` trains several runs at once (the book's small
+  nets are bound by per-op overhead, which one process per core hides);
 
 the ratio of the fastest to fp32, the FLOPs of one step (``torch.utils.flop_counter``)
 and the fraction of this machine's measured bf16 (and fp32) matmul peak each path
@@ -19,6 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -90,8 +98,21 @@ def time_path(step, steps: int, warmup: int, device: torch.device) -> float:
 CONFIGS = {"64x64/ngf64": (64, 64, 0.85), "32x32/ngf32": (32, 32, 0.60)}
 
 
+def run_processes(size: int, width: int, batch: int, steps: int, warmup: int, n: int) -> float:
+    """Summed img/s of ``n`` one-thread processes timing the bf16 step at the same time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [os.path.join(tmp, f"{i}.json") for i in range(n)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = [subprocess.Popen([sys.executable, __file__, "--child-bf16", o, "--image-size", str(size), "--width",
+                                   str(width), "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)],
+                                  env=env) for o in outs]
+        if any(p.wait() for p in procs):
+            raise RuntimeError("a benchmark process failed")
+        return sum(json.load(open(o))["img_per_s"] for o in outs)
+
+
 def bench_config(size: int, width: int, batch: int, steps: int, warmup: int, device: torch.device, compile_: bool,
-                 peaks: dict) -> dict:
+                 peaks: dict, processes: int = 1) -> dict:
     cfg = ModelConfig(image_size=size, channels=3, nz=100, ngf=width, ndf=width)
     flops = step_flops(cfg, batch)
     bf16_ok = not math.isnan(peaks["bf16"])
@@ -105,6 +126,14 @@ def bench_config(size: int, width: int, batch: int, steps: int, warmup: int, dev
         out["paths"][p] = {"img_per_s": batch / dt, "tflops": achieved / 1e12, "fraction_of_peak": achieved / peak}
         print(f"  {p:<14} {batch / dt:8.1f} img/s  {achieved / 1e12:.3f} TFLOP/s  "
               f"{100 * achieved / peak:5.1f}% of the {'fp32' if p == 'fp32' else 'bf16'} matmul peak", flush=True)
+    if processes > 1 and device.type == "cpu" and bf16_ok:
+        ips = run_processes(size, width, batch, steps, warmup, processes)
+        achieved = flops * ips / batch
+        out["paths"][f"bf16 x{processes} proc"] = {"img_per_s": ips, "tflops": achieved / 1e12,
+                                                   "fraction_of_peak": achieved / peaks["bf16"]}
+        print(f"  {f'bf16 x{processes} proc':<14} {ips:8.1f} img/s  {achieved / 1e12:.3f} TFLOP/s  "
+              f"{100 * achieved / peaks['bf16']:5.1f}% of the bf16 matmul peak ({processes} one-thread processes, "
+              f"{ips / out['paths']['bf16']['img_per_s']:.2f}x one {torch.get_num_threads()}-thread process)", flush=True)
     best = max(out["paths"], key=lambda k: out["paths"][k]["img_per_s"])
     out["fastest"] = best
     out["speedup_vs_fp32"] = out["paths"][best]["img_per_s"] / out["paths"]["fp32"]["img_per_s"]
@@ -124,10 +153,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="also time bf16 + torch.compile")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument("--processes", type=int, default=None,
+                    help="CPU: also time this many one-thread processes at once (default: one per thread; 1: no)")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--child-bf16", help=argparse.SUPPRESS)  # one process of --processes: time bf16, write img/s here
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.child_bf16:
+        cfg = ModelConfig(image_size=args.image_size, channels=3, nz=100, ngf=args.width, ndf=args.width)
+        dt = time_path(setup(cfg, args.batch, torch.device("cpu"), "bf16"), args.steps, args.warmup, torch.device("cpu"))
+        with open(args.child_bf16, "w") as f:
+            json.dump({"img_per_s": args.batch / dt}, f)
+        return {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16_ok = device.type == "cuda" or cpu_supports_bf16()
     peaks = {"bf16": matmul_peak(torch.bfloat16, device) if bf16_ok else float("nan"),
@@ -139,7 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
     res: dict = {"device": str(device), "threads": torch.get_num_threads(), "bf16_matmul_peak_tflops": peaks["bf16"] / 1e12,
                  "fp32_matmul_peak_tflops": peaks["fp32"] / 1e12, "configs": {}}
     for name, (size, width, target) in configs.items():
-        r = bench_config(size, width, args.batch, args.steps, args.warmup, device, args.compile, peaks)
+        r = bench_config(size, width, args.batch, args.steps, args.warmup, device, args.compile, peaks,
+                         args.processes or torch.get_num_threads())
         r["target_fraction_of_bf16_peak"] = target
         res["configs"][name] = r
     print("\nsummary (fastest path; fraction of the bf16 matmul peak against the target):")

@@ -44,7 +44,7 @@ import torch
 
 from . import metrics as M
 from .paths import REPO_ROOT
-from .train import CODE_VERSION, Run, TrainConfig, preset, train
+from .train import CODE_VERSION, Run, TrainConfig, last_fifth_start, preset, train
 
 __all__ = [
     "FID_RATIO",
@@ -52,6 +52,8 @@ __all__ = [
     "MAX_GAIN",
     "REFERENCE_FACTOR",
     "trend_gain",
+    "select_epoch",
+    "book_run",
     "still_improving",
     "GATED_MODELS",
     "GateReference",
@@ -181,9 +183,9 @@ def write_reference(ref: GateReference, path: str | Path = REFERENCES_PATH) -> P
 
 # ------------------------------------------------------------------ measuring
 
-def _features(cfg: TrainConfig, profile: str, n_real: int):
+def _features(cfg: TrainConfig, profile: str, n_real: int, split: str = "test"):
     fx = M.feature_extractor(cfg.dataset, cfg.image_size, profile)
-    return fx, M.real_features(fx, cfg.dataset, cfg.image_size, "test", n_real)
+    return fx, M.real_features(fx, cfg.dataset, cfg.image_size, split, n_real)
 
 
 def _fake_features(fx, G, n_fake: int, seed: int) -> torch.Tensor:
@@ -234,13 +236,46 @@ def _last_fifth(epochs: list[int]) -> tuple[int, int]:
     """(first, last) epoch of the span the convergence test looks at: the last fifth of training, widened
     to at least three snapshots where the run has them (a trend needs more than two points)."""
     last = epochs[-1]
-    start = max(1, round(0.8 * last))
-    start = min(start, last - 1) if last > 1 else last
-    # the snapshot at or before the 80 % mark
+    start = last_fifth_start(last)
+    # the snapshot at or before that mark
     first = max([e for e in epochs if e <= start] or [epochs[0]])
     if len(epochs) >= 3:
         first = min(first, epochs[-3])
     return first, last
+
+
+def select_epoch(run: Run, profile: str = "book", *, n_fake: int = 0, n_real: int | None = 0,
+                 seed: int = 0) -> tuple[int | None, list[dict]]:
+    """The snapshot a chapter takes as the run's model, and the measurements behind the choice.
+
+    A GAN's quality jumps between epochs even on its plateau (the references' FID curves in chapter 02),
+    so the last snapshot may be a bad one. Among the snapshots of the last fifth of training that have
+    both G and D, this picks the one whose samples are closest, by FID, to the *training* images: a
+    choice made on training data only, so the gate's test-set numbers stay an honest measure of the
+    chosen model. Returns (epoch, rows of {epoch, train_fid}); (None, []) for a run with no D snapshots
+    (the final nets are then the model) or a diverged run.
+    """
+    if run.diverged:
+        return None, []
+    d_epochs = set(run.discriminator_epochs())
+    epochs = run.snapshot_epochs()
+    if not epochs or not d_epochs:
+        return None, []
+    first, last = _last_fifth(epochs)
+    cands = [e for e in epochs if first <= e <= last and e in d_epochs]
+    if len(cands) < 2:
+        return (cands[0] if cands else None), []
+    n_fake, n_real = _sizes(profile, n_fake, n_real)
+    fx, real_f = _features(run.config, profile, n_real, split="train")
+    rows = [{"epoch": e, "train_fid": M.fid(real_f, _fake_features(fx, run.generator(epoch=e), n_fake, seed))}
+            for e in cands]
+    best = min(rows, key=lambda r: (r["train_fid"], -r["epoch"]))  # ties: the later snapshot
+    return best["epoch"], rows
+
+
+def book_run(run: Run, profile: str = "book") -> Run:
+    """``run`` with its model at :func:`select_epoch`'s snapshot: what the book's chapters build on."""
+    return run.at(select_epoch(run, profile)[0])
 
 
 def trend_gain(points: list[tuple[int, float]]) -> tuple[float, float, float]:
@@ -290,6 +325,7 @@ class GateResult:
     span: tuple[int, int] | None = None  # the epochs of the convergence test
     reference: GateReference | None = None
     checks: dict = field(default_factory=dict)  # test name -> passed
+    epoch: int | None = None  # the snapshot judged (Run.at / select_epoch); None: the final nets
 
     @property
     def fid_limit(self) -> float | None:
@@ -303,7 +339,8 @@ class GateResult:
         v = res.record(f"{name}_gate", int(self.passed), note=self.reason, **kw)
         for k, val, paper in (("fid", self.fid, ref and self.fid_limit), ("precision", self.precision,
                               ref and ref.precision - PR_MARGIN), ("recall", self.recall, ref and ref.recall - PR_MARGIN),
-                              ("fid_floor", self.fid_floor, None), ("gain", self.gain, MAX_GAIN)):
+                              ("fid_floor", self.fid_floor, None), ("gain", self.gain, MAX_GAIN),
+                              ("epoch", self.epoch, None)):
             if val is not None and math.isfinite(val):
                 res.record(f"{name}_gate_{k}", round(float(val), 4), paper=paper and round(float(paper), 4), **kw)
         return v
@@ -319,6 +356,7 @@ class GateResult:
         conv = (f"over epochs {self.span[0]}-{self.span[1]} the fitted FID trend improved by {100 * self.gain:.1f}%{iv} "
                 f"(fails at {100 * MAX_GAIN:.0f}% or more outside the noise)") if self.gain is not None \
             else "no convergence test (one snapshot)"
+        head += f" (the snapshot of epoch {self.epoch})" if self.epoch is not None else ""
         return (f"{head}. FID {self.fid:.2f} (limit {FID_RATIO} x reference plateau {r.fid:.2f} = {self.fid_limit:.2f}; "
                 f"real-data floor {self.fid_floor:.2f}); precision {self.precision:.3f} (reference {r.precision:.3f}, "
                 f"limit {r.precision - PR_MARGIN:.3f}); recall {self.recall:.3f} (reference {r.recall:.3f}, limit "
@@ -346,12 +384,14 @@ def quality_gate(run: Run, model: str | None = None, profile: str = "book", *, c
     refs = load_references() if references is None else references
     ref = refs.get(gate_key(cfg))
     name = model or (ref.model if ref else f"{cfg.dataset}-{cfg.image_size}")
+    ep = getattr(run, "epoch", None)
     if run.diverged:
-        return GateResult(name, False, "The run diverged (a non-finite loss ended it).", cfg.dataset, reference=ref)
+        return GateResult(name, False, "The run diverged (a non-finite loss ended it).", cfg.dataset, reference=ref,
+                          epoch=ep)
     if ref is None:
         return GateResult(name, False, f"No gate reference for this data, architecture and recipe (gate key "
                           f"{gate_key(cfg)}) under profile '{profile}': train one with `python -m dcgan reference "
-                          f"--model {name} --profile {profile}`.", cfg.dataset)
+                          f"--model {name} --profile {profile}`.", cfg.dataset, epoch=ep)
     q = sample_quality(run.generator(), cfg, profile, seed, n_fake=ref.n_fake, n_real=ref.n_real)
     fid_now, prec, rec = q["fid"], q["precision"], q["recall"]
     floor = _floor_fid(cfg.dataset, cfg.image_size, profile, ref.n_fake, ref.n_real)
@@ -382,7 +422,7 @@ def quality_gate(run: Run, model: str | None = None, profile: str = "book", *, c
     failed = [k for k, ok in checks.items() if not ok]
     reason = ("Every test passed." if not failed else "Failed: " + "; ".join(why[k] for k in failed) + ".")
     return GateResult(name, not failed, reason, cfg.dataset, fid_now, floor, prec, rec, gain,
-                      None if gain is None else (least, most), span, ref, checks)
+                      None if gain is None else (least, most), span, ref, checks, ep)
 
 
 # ------------------------------------------------------------------ references

@@ -45,7 +45,7 @@ from .results import Result, load_results
 __all__ = ["Claim", "CLAIMS", "CHECKS", "VERDICTS", "CHECK_VERDICTS", "REPRODUCED", "PARTLY", "NOT_REPRODUCED",
            "WITHIN_NOISE", "NO_INTERVAL", "BELOW_GATE", "NO_GATE", "INCONCLUSIVE", "PAPER_DATA_NEEDED", "NOT_RUN",
            "interval_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
-           "results_table", "chapter_verdicts", "gate_status", "tally", "write_results_page", "on_paper_data"]
+           "results_table", "chapter_verdicts", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data"]
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 WITHIN_NOISE, NO_INTERVAL = "inconclusive (within noise)", "inconclusive (no interval)"
@@ -570,6 +570,41 @@ def chapter_verdicts(results: Iterable[Result]) -> str:
             continue
         lines.append(f"- **{r['section']}** {r['claim']}: **{r['verdict']}** ({r['ours']}).")
     return "\n".join(lines) if lines else "No claim of the paper is decided by this chapter's results."
+
+
+def at_a_glance(results: Iterable[Result]) -> str:
+    """The chapter's *at a glance* box (Markdown bullets), generated from its recorded results.
+
+    First the quality gate of every model the chapter builds on (pass/fail with FID against its limit),
+    then each claim of the paper its results bear on with the results page's verdict and the first number
+    behind it (with its 95 % interval when recorded), then its implementation checks; last, the profile,
+    data and hardware behind the numbers. Nothing in it is typed by hand.
+    """
+    results = list(results)
+    f = Found(results)
+    lines = []
+    for r in results:
+        if not r.name.endswith("_gate") or "_seed" in r.name:  # per-seed gates are summarised by their model's
+            continue
+        model = r.name[: -len("_gate")]
+        ok = _num(r.value) == 1
+        fid = f.one(_escape(f"{r.name}_fid"))
+        nums = f" (FID {_fmt(fid.value)}, limit {_fmt(fid.paper)})" if fid is not None and fid.paper else ""
+        lines.append(f"- Quality gate of `{model}` ({r.dataset}): **{'passes' if ok else 'fails'}**{nums}"
+                     + ("" if ok else "; no verdict is drawn from it") + ".")
+    for row in claim_rows(results) + check_rows(results):
+        if row["verdict"] == NOT_RUN:
+            continue
+        first = row["ours"].split("; ")[0]
+        lines.append(f"- **{row['verdict']}**: {row['section']} {row['claim']} ({first}).")
+    if not lines:
+        lines.append("- This chapter records no verdict on a claim of the paper (see its sections for what it measures).")
+    if results:
+        r0 = results[0]
+        data = ", ".join(sorted({r.dataset for r in results if r.dataset}))
+        lines.append(f"\n*`{r0.profile}` profile, seed {r0.seed}, {r0.hardware}; data: {data}. Generated from the "
+                     "numbers this chapter recorded when it ran.*")
+    return "\n".join(lines)
 
 
 INTRO = """# Results

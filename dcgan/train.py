@@ -59,6 +59,7 @@ __all__ = [
     "train",
     "train_many",
     "load_run",
+    "last_fifth_start",
     "preset",
     "PRESETS",
     "config_key",
@@ -78,7 +79,7 @@ __all__ = [
 
 # Bump when a change to the training code changes what a config trains to:
 # cached runs of older versions are then retrained instead of reused.
-CODE_VERSION = 2
+CODE_VERSION = 3  # 3: D snapshots over the last fifth of training (model selection, dcgan.gate.select_epoch)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -545,6 +546,7 @@ class Run:
     dir: Path
     config: TrainConfig
     info: dict
+    epoch: int | None = None  # the snapshot the run's model is taken at (:meth:`at`); None: the final nets
 
     @property
     def diverged(self) -> bool:
@@ -569,8 +571,20 @@ class Run:
         """Epochs that have a generator snapshot."""
         return sorted(int(p.stem.split("_")[-1]) for p in (self.dir / "snapshots").glob("G_epoch_*.pt"))
 
+    def discriminator_epochs(self) -> list[int]:
+        """Epochs that have a discriminator snapshot (the last fifth of training)."""
+        return sorted(int(p.stem.split("_")[-1]) for p in (self.dir / "snapshots").glob("D_epoch_*.pt"))
+
+    def at(self, epoch: int | None) -> "Run":
+        """This run with its model taken at ``epoch``: :meth:`generator` and :meth:`discriminator` then
+        default to that snapshot (None: the final nets). How a chapter uses a selected snapshot."""
+        if epoch is not None and epoch not in self.snapshot_epochs():
+            raise FileNotFoundError(f"no snapshot for epoch {epoch} in {self.dir}; have {self.snapshot_epochs()}")
+        return replace(self, epoch=epoch)
+
     def generator(self, epoch: int | None = None) -> Generator:
-        """G after ``epoch`` (1-based), or the final G; CPU, fp32, eval mode."""
+        """G after ``epoch`` (1-based), or the run's model (:meth:`at`; by default the final G); CPU, fp32, eval."""
+        epoch = self.epoch if epoch is None else epoch
         if epoch is None:
             return load_generator(self.dir / "G.pt")
         p = self.dir / "snapshots" / f"G_epoch_{epoch:03d}.pt"
@@ -578,9 +592,17 @@ class Run:
             raise FileNotFoundError(f"no generator snapshot for epoch {epoch} in {self.dir}; have {self.snapshot_epochs()}")
         return load_generator(p)
 
-    def discriminator(self) -> Discriminator:
-        """The final D; CPU, fp32, eval mode."""
-        return load_discriminator(self.dir / "D.pt")
+    def discriminator(self, epoch: int | None = None) -> Discriminator:
+        """D after ``epoch`` (snapshots exist over the last fifth of training), or the run's model (:meth:`at`;
+        by default the final D); CPU, fp32, eval mode."""
+        epoch = self.epoch if epoch is None else epoch
+        if epoch is None or (epoch == self.epochs_done and not self.discriminator_epochs()):
+            return load_discriminator(self.dir / "D.pt")
+        p = self.dir / "snapshots" / f"D_epoch_{epoch:03d}.pt"
+        if not p.exists():
+            raise FileNotFoundError(f"no discriminator snapshot for epoch {epoch} in {self.dir}; have "
+                                    f"{self.discriminator_epochs()}")
+        return load_discriminator(p)
 
     def fixed_noise(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The fixed noise batch (and labels, for conditional runs) behind the sample grids."""
@@ -592,6 +614,14 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r}, epochs_done={self.epochs_done}, steps={self.steps}, diverged={self.diverged})"
+
+
+def last_fifth_start(epochs: int) -> int:
+    """First epoch of the last fifth of ``epochs`` (at least three epochs where there are three): the span of
+    the quality gate's convergence test and of the snapshots a model may be selected from."""
+    start = max(1, round(0.8 * epochs))
+    start = min(start, epochs - 1) if epochs > 1 else epochs
+    return min(start, epochs - 2) if epochs >= 3 else start
 
 
 def load_run(path: str | Path) -> Run:
@@ -1083,6 +1113,9 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
         if not dist.main:
             return
         _atomic_save(_net_file(G, cfg.model, kind="G", epoch=epoch), out / "snapshots" / f"G_epoch_{epoch:03d}.pt")
+        if epoch >= last_fifth_start(-(-total // steps_per_epoch)):
+            # D too over the last fifth: the snapshots a chapter may pick its model from (dcgan.gate.select_epoch)
+            _atomic_save(_net_file(D, cfg.model, kind="D", epoch=epoch), out / "snapshots" / f"D_epoch_{epoch:03d}.pt")
         if epoch == 1 or epoch % cfg.sample_every == 0 or epoch == cfg.epochs:
             g = _unwrap(G)
             g_cpu = Generator(cfg.model)

@@ -68,6 +68,12 @@ def test_chapter_follows_conventions(nb_path: Path):
     assert len(setup) == 1, "exactly one code cell calls setup_chapter"
     for c in (params[0], setup[0]):
         assert book.HIDE in c.metadata.get("tags", []), f"tag the cell {c.source[:40]!r}... `{book.HIDE}`"
+    # result first: the question, then the generated "At a glance" box, glued by the chapter's last cell
+    assert nb.cells[1].cell_type == "markdown" and "{admonition} At a glance" in nb.cells[1].source \
+        and "{glue:md} glance" in nb.cells[1].source, "the second cell is the 'At a glance' box"
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    assert 'glue("glance"' in last.source and "at_a_glance(res.results.values())" in last.source, \
+        "the last code cell glues the box from the chapter's recorded results"
 
 
 def test_injected_parameters_fold_like_the_parameters_cell(tmp_path):

@@ -222,3 +222,26 @@ def test_sample_quality_is_the_gates_measure(tiny_mnist):
     assert q["fid"] == pytest.approx(metrics.fid(real_f, fake_f)) and (q["n_fake"], q["n_real"]) == gate.sample_sizes("smoke")
     assert (q["precision"], q["recall"]) == pytest.approx(metrics.precision_recall(real_f, fake_f))
     assert gate.sample_quality(G, cfg, "smoke", bn="batch")["fid"] != pytest.approx(q["fid"])
+
+
+def test_model_selection_picks_the_last_fifth_snapshot_closest_to_the_training_images(tiny_mnist):
+    """D is kept over the last fifth of training; the model is the snapshot there with the lowest FID against
+    *training* images; Run.at makes that snapshot the run's G and D; a run without D snapshots keeps its end."""
+    run = train(_cfg(6), progress=False)
+    assert run.discriminator_epochs() == [4, 5, 6] and run.snapshot_epochs() == [1, 2, 3, 4, 5, 6]
+    epoch, rows = gate.select_epoch(run, "smoke", n_fake=200, n_real=None)
+    assert [r["epoch"] for r in rows] == [4, 5, 6]
+    assert epoch == min(rows, key=lambda r: r["train_fid"])["epoch"]
+    chosen = gate.book_run(run, "smoke")
+    assert chosen.epoch == epoch and run.epoch is None  # a view: the cached run itself is unchanged
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
+    assert same(chosen.generator(), run.generator(epoch=epoch))
+    assert same(chosen.discriminator(), run.discriminator(epoch=epoch))
+    assert same(run.at(None).discriminator(), run.discriminator(epoch=6))  # the last snapshot is the final D
+    r = gate.quality_gate(chosen, "tiny", "smoke", references={})
+    assert r.epoch == epoch
+    with pytest.raises(FileNotFoundError, match="no discriminator snapshot for epoch 2"):
+        run.discriminator(epoch=2)
+    for p in (run.dir / "snapshots").glob("D_epoch_*.pt"):  # a run from before D snapshots: its final nets
+        p.unlink()
+    assert gate.select_epoch(run, "smoke") == (None, [])

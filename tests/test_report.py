@@ -405,3 +405,21 @@ def test_gate_status_phrase(tmp_path):
         False, "is below the quality gate (fid 312, precision 0.01, recall 0)")
     _gate(res, "emoji-64", True)
     assert report.gate_status(res.results.values(), "emoji-64")[0] is True
+
+
+def test_at_a_glance_puts_gates_verdicts_and_provenance_in_the_box(tmp_path):
+    res = _rec(tmp_path, "06_latent_space")
+    _gate(res, "emoji-64", False, fid=312.0)
+    res.record("emoji-64_seed1_gate", 0, dataset="emoji")  # per-seed gates stay out of the box
+    _arith(res)
+    box = report.at_a_glance(res.results.values())
+    lines = box.splitlines()
+    assert lines[0] == "- Quality gate of `emoji-64` (emoji): **fails**; no verdict is drawn from it."
+    assert lines[1].startswith(f"- **{BELOW_GATE}**: §6.3.2 Vector arithmetic") and "seed1" not in box
+    assert "`book` profile, seed 0" in box and "data: emoji" in box
+    res2 = _rec(tmp_path / "b", "06_latent_space")
+    res2.record("emoji-64_gate", 1, dataset="emoji")
+    res2.record("emoji-64_gate_fid", 2.5, dataset="emoji", paper=3.0)
+    assert report.at_a_glance(res2.results.values()).startswith(
+        "- Quality gate of `emoji-64` (emoji): **passes** (FID 2.5, limit 3).")
+    assert report.at_a_glance([]).startswith("- This chapter records no verdict")
