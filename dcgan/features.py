@@ -235,6 +235,11 @@ class KMeansFeatures:
     stride: int = 1
     n_patches: int = 100_000
     kmeans_iter: int = 10
+    # "random": k random whitened patches start the centroids, as Coates & Ng's code starts from random
+    # centroids; scikit-learn's default k-means++ seeds 1,600 centroids one after another on one core (10 of
+    # the 11 s of a fit on 50,000 patches here), while Lloyd's iterations use every core. Same objective
+    # after 10 iterations within 0.5 % on random data (inertia 1.177e6 vs 1.171e6); "k-means++" is kept.
+    init: str = "random"
     whiten_eps: float = 0.1
     seed: int = 0
     batch_size: int = 16  # small batches keep the (B*L, K) distance matrix in cache
@@ -277,7 +282,7 @@ class KMeansFeatures:
         evals, evecs = np.linalg.eigh(cov)
         self.zca_ = (evecs @ np.diag(1.0 / np.sqrt(evals.clip(min=0) + self.whiten_eps)) @ evecs.T)
         white = (pat - self.mean_) @ self.zca_
-        km = KMeans(self.n_centroids, n_init=1, max_iter=self.kmeans_iter, random_state=self.seed)
+        km = KMeans(self.n_centroids, n_init=1, max_iter=self.kmeans_iter, random_state=self.seed, init=self.init)
         km.fit(white.astype(np.float32))
         self.centroids_ = km.cluster_centers_.astype(np.float32)
         return self
