@@ -1010,78 +1010,6 @@ class SearchResult:
                      seconds=round(t.seconds, 1)) for t in self.trials]
 
 
-_TRIAL_WORKER = """
-import sys, torch
-from dcgan.features import _run_trials
-torch.set_num_threads(1)
-_run_trials(sys.argv[1], sys.argv[2], [int(t) for t in sys.argv[3].split(",")])
-"""
-
-
-def _trial_kw(max_epochs, patience, stop_subset, precision) -> dict:
-    return dict(max_epochs=max_epochs, patience=patience, stop_subset=stop_subset, precision=precision)
-
-
-def _run_trials(inp: str, out: str, ts: list[int]) -> None:
-    """A worker of :func:`supervised_search`: run trials ``ts`` of the inputs in ``inp``, results to ``out``."""
-    d = torch.load(inp, weights_only=True)
-    cfg = ModelConfig(**d["cfg"])
-    res = {}
-    for t in ts:
-        r = train_supervised(cfg, d["x_train"], d["y_train"], d["x_val"], d["y_val"], **d["hps"][t], **d["kw"],
-                             seed=d["seed"] * 1000 + t, keep_model=True)
-        row = dict(hparams=r.hparams, val_error=r.val_error, seconds=r.seconds, epochs_run=r.epochs_run,
-                   best_epoch=r.best_epoch, curve=r.curve, cpu_seconds=r.cpu_seconds)
-        res[t] = dict(row, state=r.model.state_dict())
-    torch.save(res, out)
-
-
-def _trials_in_processes(cfg: ModelConfig, x_train, y_train, x_val, y_val, hps: list[dict], kw: dict, seed: int,
-                         workers: int) -> list[SupervisedResult]:
-    """Every trial of ``hps``, ``workers`` one-thread processes at a time (trial t: seed ``seed * 1000 + t``)."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from dataclasses import asdict
-
-    with tempfile.TemporaryDirectory() as tmp:
-        inp = os.path.join(tmp, "in.pt")
-        torch.save(dict(cfg=asdict(cfg), x_train=x_train, y_train=torch.as_tensor(y_train), x_val=x_val,
-                        y_val=torch.as_tensor(y_val), hps=hps, kw=kw, seed=seed), inp)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        shares = [list(range(w, len(hps), workers)) for w in range(workers)]  # round robin: trial t on worker t % n
-        procs = []
-        for w, ts in enumerate(shares):
-            err = open(os.path.join(tmp, f"{w}.err"), "w")  # a file, not a pipe: a chatty worker never blocks
-            procs.append((subprocess.Popen([sys.executable, "-c", _TRIAL_WORKER, inp, os.path.join(tmp, f"{w}.pt"),
-                                            ",".join(map(str, ts))], env=env, stdout=subprocess.DEVNULL, stderr=err),
-                          err, w))
-        try:
-            for p, err, w in procs:
-                p.wait()
-                err.close()
-        finally:
-            for p, err, _ in procs:
-                if p.poll() is None:
-                    p.kill()
-        for p, _, w in procs:
-            if p.returncode:
-                tail = open(os.path.join(tmp, f"{w}.err")).read().strip().splitlines()[-1:]
-                raise RuntimeError(f"a supervised-search worker failed: {tail[0] if tail else p.returncode}")
-        rows = {}
-        for w in range(workers):
-            rows.update(torch.load(os.path.join(tmp, f"{w}.pt"), weights_only=True))
-    n_classes = int(max(int(torch.as_tensor(y_train).max()), int(torch.as_tensor(y_val).max()))) + 1
-    out = []
-    for t in range(len(hps)):
-        r = dict(rows[t])
-        model = SupervisedCNN(cfg, n_classes, r["hparams"]["dropout"]).to(memory_format=torch.channels_last)
-        model.load_state_dict(r.pop("state"))
-        out.append(SupervisedResult(model=model, **r))
-    return out
-
-
 def supervised_search(
     cfg: ModelConfig,
     x_train: torch.Tensor,
@@ -1096,41 +1024,34 @@ def supervised_search(
     seed: int = 0,
     precision: str = "auto",
     verbose: bool = False,
-    workers: int | None = None,
 ) -> SearchResult:
     """§5.2's control: ``n_trials`` random hyper-parameter draws (paper: 64); the best by validation error.
 
     Each trial trains with early stopping (:func:`train_supervised`). ``verbose`` prints every trial
-    (hyper-parameters, epochs run, best epoch, validation error, wall and CPU seconds).
+    as it ends (hyper-parameters, epochs run, best epoch, validation error, wall and CPU seconds).
     The best trial's model is kept (``best.model``) so it can be scored on the test split.
-    ``workers``: trials run in that many one-thread processes at once (None: one per torch thread;
-    1: in this process, one after another). This small CNN gains almost nothing from a second thread,
-    so two one-thread processes run two trials in the time of one. The draws and each trial's seed are
-    the same either way; the numbers differ only by the float rounding of the thread count.
     """
     if n_trials < 1:
         raise ValueError("n_trials must be >= 1")
     rng = np.random.default_rng(seed)
-    hps = [sample_hparams(rng) for _ in range(n_trials)]  # the same draws, in the same order, either way
-    kw = _trial_kw(max_epochs, patience, stop_subset, precision)
-    workers = max(1, min(workers or torch.get_num_threads(), n_trials))
-    if workers > 1:
-        trials = _trials_in_processes(cfg, x_train, y_train, x_val, y_val, hps, kw, seed, workers)
-    else:
-        trials = [train_supervised(cfg, x_train, y_train, x_val, y_val, **hp, **kw, seed=seed * 1000 + t,
-                                   keep_model=True) for t, hp in enumerate(hps)]
+    trials: list[SupervisedResult] = []
     best: SupervisedResult | None = None
-    for t, (hp, r) in enumerate(zip(hps, trials)):
+    for t in range(n_trials):
+        hp = sample_hparams(rng)
+        r = train_supervised(cfg, x_train, y_train, x_val, y_val, **hp, max_epochs=max_epochs, patience=patience,
+                             stop_subset=stop_subset, seed=seed * 1000 + t, precision=precision, keep_model=True)
+        trials.append(r)
         if verbose:
             print(f"trial {t + 1:2d}/{n_trials}: lr {hp['lr']:.1e}, dropout {hp['dropout']:.2f}, weight decay "
                   f"{hp['weight_decay']:.1e} -> {r.epochs_run:3d} epochs (best {r.best_epoch:3d}), validation error "
                   f"{100 * r.val_error:.2f}%  ({r.seconds:.1f}s wall, {r.cpu_seconds:.1f}s CPU)", flush=True)
         if best is None or r.val_error < best.val_error:
+            if best is not None:
+                best.model = None
             best = r
-    assert best is not None
-    for r in trials:  # keep only the best trial's model
-        if r is not best:
+        else:
             r.model = None
+    assert best is not None
     return SearchResult(best, trials)
 
 

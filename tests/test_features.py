@@ -256,26 +256,6 @@ def test_supervised_control_learns_and_search_picks_best():
     assert [row["epochs_run"] for row in s.table()] == [t.epochs_run for t in s.trials]
 
 
-def test_search_in_worker_processes_equals_the_search_in_process():
-    """Two one-thread worker processes run the same draws with the same seeds as the one-thread search here:
-    the same curves and errors, trial by trial, and the best model predicts the same."""
-    cfg = ModelConfig(image_size=16, channels=1, ndf=4)
-    y = torch.arange(60) % 2
-    x = torch.zeros(60, 1, 16, 16, dtype=torch.uint8)
-    x[y == 1, :, :8] = 255
-    x[y == 0, :, 8:] = 200
-    x[::7] = 128  # a few ambiguous images, so the trials differ
-    kw = dict(n_trials=3, max_epochs=4, patience=2, precision="fp32", seed=5)
-    here = fe.supervised_search(cfg, x[:40], y[:40], x[40:], y[40:], workers=1, **kw)
-    there = fe.supervised_search(cfg, x[:40], y[:40], x[40:], y[40:], workers=2, **kw)
-    assert [t.hparams for t in here.trials] == [t.hparams for t in there.trials]
-    assert [t.curve for t in here.trials] == [t.curve for t in there.trials]
-    assert [t.val_error for t in here.trials] == [t.val_error for t in there.trials]
-    assert there.best.model is not None and all(t.model is None for t in there.trials if t is not there.best)
-    assert (fe.classifier_predictions(here.best.model, x, precision="fp32")
-            == fe.classifier_predictions(there.best.model, x, precision="fp32")).all()
-
-
 def test_early_stopping_stops_and_restores_best_epoch(capsys):
     cfg = ModelConfig(image_size=16, channels=1, ndf=4)
     y = torch.arange(40) % 2
