@@ -188,8 +188,8 @@ def _features(cfg: TrainConfig, profile: str, n_real: int, split: str = "test"):
     return fx, M.real_features(fx, cfg.dataset, cfg.image_size, split, n_real)
 
 
-def _fake_features(fx, G, n_fake: int, seed: int) -> torch.Tensor:
-    return M.extract_features(fx, M.sample_images(G, n_fake, seed))
+def _fake_features(fx, G, n_fake: int, seed: int, bn: str = "running") -> torch.Tensor:
+    return M.extract_features(fx, M.sample_images(G, n_fake, seed, bn=bn))
 
 
 def sample_quality(G, cfg: TrainConfig, profile: str = "book", seed: int = 0, bn: str = "running", *,
@@ -199,7 +199,7 @@ def sample_quality(G, cfg: TrainConfig, profile: str = "book", seed: int = 0, bn
     :func:`dcgan.metrics.sample_images`)."""
     n_fake, n_real = _sizes(profile, n_fake, n_real)
     fx, real_f = _features(cfg, profile, n_real)
-    fake_f = M.extract_features(fx, M.sample_images(G, n_fake, seed, bn=bn))
+    fake_f = _fake_features(fx, G, n_fake, seed, bn)
     prec, rec = M.precision_recall(real_f, fake_f)
     return {"fid": M.fid(real_f, fake_f), "precision": prec, "recall": rec, "n_fake": n_fake, "n_real": n_real}
 

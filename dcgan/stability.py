@@ -184,12 +184,16 @@ def filter_variance(G, n: int = 256, seed: int = 0) -> list[torch.Tensor]:
     A filter whose output no longer depends on z (a "collapsed" filter, §7)
     has variance near 0.
     """
+    return [a.float().var(0).mean((1, 2)) for a in _hidden_activations(G, n, seed)]
+
+
+def _hidden_activations(G, n: int, seed: int) -> list[torch.Tensor]:
+    """G's hidden maps (not the image) for n fixed z (and balanced labels for a conditional G), eval mode."""
     g = torch.Generator().manual_seed(seed)
     z = sample_noise(G.cfg, n, g)
     y = (torch.arange(n) % G.cfg.n_classes) if G.cfg.n_classes else None
     G.eval()
-    acts = G.activations(z, y)[:-1]  # hidden maps; the last entry is the image
-    return [a.float().var(0).mean((1, 2)) for a in acts]
+    return G.activations(z, y)[:-1]  # the last entry is the image
 
 
 @torch.no_grad()
@@ -203,12 +207,8 @@ def filter_states(G, n: int = 256, seed: int = 0, rel: float = 0.01, dead_tol: f
     one pattern whatever z. The two are counted apart: a dead ReLU is not
     what §7 describes.
     """
-    g = torch.Generator().manual_seed(seed)
-    z = sample_noise(G.cfg, n, g)
-    y = (torch.arange(n) % G.cfg.n_classes) if G.cfg.n_classes else None
-    G.eval()
     out = []
-    for a in G.activations(z, y)[:-1]:
+    for a in _hidden_activations(G, n, seed):
         a = a.float()
         dead = a.abs().amax(dim=(0, 2, 3)) <= dead_tol
         var = a.var(0).mean((1, 2))

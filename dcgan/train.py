@@ -567,13 +567,16 @@ class Run:
             self._metrics = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
         return self._metrics
 
+    def _epochs(self, kind: str) -> list[int]:
+        return sorted(int(p.stem.split("_")[-1]) for p in (self.dir / "snapshots").glob(f"{kind}_epoch_*.pt"))
+
     def snapshot_epochs(self) -> list[int]:
         """Epochs that have a generator snapshot."""
-        return sorted(int(p.stem.split("_")[-1]) for p in (self.dir / "snapshots").glob("G_epoch_*.pt"))
+        return self._epochs("G")
 
     def discriminator_epochs(self) -> list[int]:
         """Epochs that have a discriminator snapshot (the last fifth of training)."""
-        return sorted(int(p.stem.split("_")[-1]) for p in (self.dir / "snapshots").glob("D_epoch_*.pt"))
+        return self._epochs("D")
 
     def at(self, epoch: int | None) -> "Run":
         """This run with its model taken at ``epoch``: :meth:`generator` and :meth:`discriminator` then
@@ -1032,6 +1035,8 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
+    # D is saved too over the last fifth: the snapshots a chapter may pick its model from (dcgan.gate.select_epoch)
+    d_snapshots_from = last_fifth_start(-(-total // steps_per_epoch))
 
     torch.manual_seed(cfg.seed)
     G, D = build_models(cfg.model)
@@ -1113,8 +1118,7 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
         if not dist.main:
             return
         _atomic_save(_net_file(G, cfg.model, kind="G", epoch=epoch), out / "snapshots" / f"G_epoch_{epoch:03d}.pt")
-        if epoch >= last_fifth_start(-(-total // steps_per_epoch)):
-            # D too over the last fifth: the snapshots a chapter may pick its model from (dcgan.gate.select_epoch)
+        if epoch >= d_snapshots_from:
             _atomic_save(_net_file(D, cfg.model, kind="D", epoch=epoch), out / "snapshots" / f"D_epoch_{epoch:03d}.pt")
         if epoch == 1 or epoch % cfg.sample_every == 0 or epoch == cfg.epochs:
             g = _unwrap(G)
