@@ -254,6 +254,12 @@ def stage_book(executed_dir: Path, stage: Path) -> Path:
             print(f"[dcgan book] {nb.name} is not in _toc.yml: add `- file: book/{nb.stem}` to show it")
             nb.unlink()
     (stage / "_toc.yml").write_text(yaml.safe_dump(_prune_toc(toc, present), sort_keys=False))
+    # the paper page links each claim to the chapter that tests it: only to the chapters in this build
+    from .report import write_paper_page
+
+    if (stage / "book" / "paper.md").exists():
+        write_paper_page(stage / "book" / "paper.md", stage / "book" / "paper.md",
+                         {p.stem for p in (stage / "book").glob("[0-9][0-9]_*.ipynb")})
     return stage
 
 

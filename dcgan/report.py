@@ -45,7 +45,8 @@ from .results import Result, load_results
 __all__ = ["Claim", "CLAIMS", "CHECKS", "VERDICTS", "CHECK_VERDICTS", "REPRODUCED", "PARTLY", "NOT_REPRODUCED",
            "WITHIN_NOISE", "NO_INTERVAL", "BELOW_GATE", "NO_GATE", "INCONCLUSIVE", "PAPER_DATA_NEEDED", "NOT_RUN",
            "interval_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
-           "results_table", "chapter_verdicts", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data"]
+           "results_table", "chapter_verdicts", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data",
+           "RULES", "make_rule", "load_claims", "chapter_ref", "paper_claims", "write_paper_page"]
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 WITHIN_NOISE, NO_INTERVAL = "inconclusive (within noise)", "inconclusive (no interval)"
@@ -133,6 +134,10 @@ class Claim:
     rule: Callable[[Found], str]  # -> a verdict
     data_bound: bool = False  # a number on the paper's data: stand-in results cannot reproduce it
     gates: tuple[str, ...] = ()  # quality-gate results (fnmatch) of the models the claim relies on
+    id: str = ""  # its anchor on the paper page is claim-<id>
+    chapter: str = ""  # the chapter that tests it (NN_name) and the label of its section there
+    anchor: str = ""
+    group: str = ""  # the paper page's heading it sits under
 
 
 # ---------------------------------------------------------------- verdict rules
@@ -284,11 +289,6 @@ def _variant_worse(v: str) -> Callable[[Found], str]:
     return rule
 
 
-def _smooth(prefix: str) -> Callable[[Found], str]:
-    """No cut (one frame carrying over half of a walk's change) in more than 10 % of the slerp walks."""
-    return _threshold(f"{prefix}_slerp_*_cut_rate", 0.1, direction=-1)
-
-
 def _nn_matches(f: Found) -> str:
     """Generated-data 1-NN error within a margin of the real-data error (an equivalence claim).
 
@@ -311,107 +311,85 @@ def _nn_matches(f: Found) -> str:
     return NO_INTERVAL if f.one("mnist_nn_error_generated_*") is not None else NOT_RUN
 
 
-def _guidelines(f: Found) -> str:
-    v = f.value("guidelines_hold")
-    return NOT_RUN if v is None else "passes" if v == 1 else "fails"
+def _init_std(name: str, std: float, tol: float) -> Callable[[Found], str]:
+    def rule(f: Found) -> str:
+        v = f.value(name)
+        return NOT_RUN if v is None else "passes" if abs(v - std) <= tol else "fails"
+
+    return rule
 
 
-def _init(f: Found) -> str:
-    v = f.value("init_std")
-    return NOT_RUN if v is None else "passes" if abs(v - 0.02) <= 0.001 else "fails"
+def _flag(name: str) -> Callable[[Found], str]:
+    def rule(f: Found) -> str:
+        v = f.value(name)
+        return NOT_RUN if v is None else "passes" if v == 1 else "fails"
+
+    return rule
 
 
-# ---------------------------------------------------------------- the claims
+# The rules a claim in claims.yaml can name: {name: factory}; the YAML's arguments are passed to the factory
+# (a mapping as keywords, a list as positional arguments, a scalar as the one argument, null as none).
+RULES: dict[str, Callable[..., Callable[[Found], str]]] = {
+    "diff": _diff,
+    "threshold": _threshold,
+    "paper_number": _paper_number,
+    "variant_worse": _variant_worse,
+    "nn_matches": lambda: _nn_matches,
+    "needs_paper_data": lambda: (lambda f: PAPER_DATA_NEEDED),
+    "guidelines": _flag,
+    "init_std": _init_std,
+    "all": lambda *rules: _all(*(make_rule(r) for r in rules)),
+}
+CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 
-ABLATION_GATE = ("stability_dcgan_gate",)
-EMOJI_GATE, FASHION_GATE = ("emoji-*_gate",), ("fashion-mnist-*_gate",)
-MODELS = (("emoji", "emoji generator", EMOJI_GATE), ("fashion", "Fashion-MNIST generator", FASHION_GATE))
+
+def make_rule(spec: dict) -> Callable[[Found], str]:
+    """A verdict rule from its YAML form ``{name: arguments}`` (see :data:`RULES`)."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ValueError(f"a rule is one mapping {{name: arguments}}, got {spec!r}")
+    (name, args), = spec.items()
+    if name not in RULES:
+        raise ValueError(f"unknown rule {name!r}; known: {', '.join(RULES)}")
+    factory = RULES[name]
+    if args is None:
+        return factory()
+    if isinstance(args, dict):
+        return factory(**args)
+    if isinstance(args, list):
+        return factory(*args)
+    return factory(args)
 
 
-def _ablation(section: str, text: str, v: str, instability: str) -> Claim:
-    return Claim(section, text, "no number",
-                 (f"stability_{v}_minus_dcgan_fid", f"stability_{v}_fid", "stability_dcgan_fid",
-                  f"stability_{v}_{instability}", "stability_dcgan_" + instability),
-                 _variant_worse(v), gates=ABLATION_GATE)
+_CLAIM_KEYS = {"id", "group", "section", "text", "paper", "results", "rule", "gates", "data_bound", "chapter", "anchor"}
 
 
-CHECKS: tuple[Claim, ...] = (
-    Claim("§3", "The four architecture guidelines hold in our G and D (all-convolutional, no FC hidden layers, BN "
-          "except G's output/D's input, ReLU/LeakyReLU)", "architecture, Fig. 1", ("guidelines_hold",), _guidelines),
-    Claim("§4", "Our weights are initialised from N(0, 0.02)", "std 0.02", ("init_std",), _init),
-)
+def load_claims(path: str | Path = CLAIMS_FILE) -> tuple[tuple[Claim, ...], tuple[Claim, ...]]:
+    """(claims, checks) of a claims table (by default ``dcgan/claims.yaml``), validated."""
+    import yaml
 
-CLAIMS: tuple[Claim, ...] = (
-    _ablation("§3 (1)", "Strided convolutions instead of pooling make training more stable", "max-pooling",
-              "oscillating"),
-    _ablation("§3 (2)", "No fully connected hidden layers", "fc-hidden", "oscillating"),
-    _ablation("§3 (3)", "BatchNorm is critical (without it G collapses)", "no-batchnorm", "mode_collapse"),
-    _ablation("§3 (3)", "BatchNorm on G's output and D's input causes sample oscillation and instability",
-              "bn-everywhere", "oscillating"),
-    _ablation("§3 (4)", "LeakyReLU in D works well (better than ReLU)", "relu-in-d", "oscillating"),
-    _ablation("§4", "Learning rate 0.001 is too high (0.0002 used)", "lr-0.001", "diverged"),
-    _ablation("§4", "Adam beta1 = 0.9 causes oscillation and instability (0.5 used)", "beta1-0.9", "oscillating"),
-    Claim("§4.1", "Samples after training are not memorised training images (Fashion-MNIST generator)",
-          "figures only", ("fashion-mnist-*_nn_ratio",), _threshold("fashion-mnist-*_nn_ratio", 0.9),
-          gates=FASHION_GATE),
-    Claim("§4.1", "Samples after training are not memorised training images (emoji generator)", "figures only",
-          ("emoji-*_nn_ratio",), _threshold("emoji-*_nn_ratio", 0.9), gates=EMOJI_GATE),
-    Claim("§4.1.1", "Semantic-hash de-duplication has a false-positive rate under 1 in 100 (radius chosen on one "
-          "half of the planted pairs, scored on the other)", "< 1%",
-          ("*hash_fp_rate",), _threshold("*hash_fp_rate", 0.01, direction=-1)),
-    Claim("§5.1 Table 1", "DCGAN D features + L2-SVM on CIFAR-10", "82.8% accuracy",
-          ("transfer_dcgan_test_accuracy",), _paper_number("transfer_dcgan_test_accuracy", 82.8, 1.5, 5),
-          data_bound=True, gates=FASHION_GATE + ("imagenet*_gate",)),
-    Claim("§5.1 Table 1", "1-layer K-means (4800 maps) on CIFAR-10", "80.6% accuracy",
-          ("transfer_kmeans_test_accuracy",), _paper_number("transfer_kmeans_test_accuracy", 80.6, 1.5, 5),
-          data_bound=True),
-    Claim("§5.1", "DCGAN features beat K-means features", "+2.2 points",
-          ("transfer_dcgan_minus_kmeans",), _diff("transfer_dcgan_minus_kmeans"),
-          gates=FASHION_GATE + ("imagenet*_gate",)),
-    Claim("§5.2 Table 2", "SVHN, 1000 labels: DCGAN D features + L2-SVM", "22.48% test error",
-          ("semi_dcgan_test_error",), _paper_number("semi_dcgan_test_error", 22.48, 1.5, 5), data_bound=True,
-          gates=FASHION_GATE + ("svhn*_gate",)),
-    Claim("§5.2", "The same CNN trained supervised on the 1000 labels does worse", "28.87% validation error",
-          ("semi_supervised_minus_dcgan_error", "semi_supervised_cnn_val_error"),
-          _diff("semi_supervised_minus_dcgan_error"), gates=FASHION_GATE + ("svhn*_gate",)),
-    *(Claim("§6.1", f"Walks in the latent space change the images smoothly, no cuts ({what})", "figures only",
-            (f"{k}_slerp_pixel_cut_rate", f"{k}_slerp_feature_cut_rate"), _smooth(k), gates=gate)
-      for k, what, gate in MODELS),
-    *(Claim("§6.2", f"D's last-layer features respond to semantic parts; random filters do not "
-            f"({what.replace('generator', 'discriminator')})",
-            "figures only", (f"{k}_purity_trained_minus_random", f"{k}_purity_trained", f"{k}_purity_random",
-                             f"{k}_purity_chance"),
-            _diff(f"{k}_purity_trained_minus_random"), gates=gate)
-      for k, what, gate in MODELS),
-    Claim("§6.3.1", "Dropping the maps that predict an object makes G forget to draw it (emoji generator)",
-          "figures only",
-          ("emoji_forget_removed_minus_control", "emoji_forget_removed", "emoji_forget_removed_control"),
-          _diff("emoji_forget_removed_minus_control"), gates=EMOJI_GATE),
-    *(Claim("§6.3.2", f"Vector arithmetic on averaged z gives the target concept, more often than pixel arithmetic "
-            f"and than random samples, by an independent judge ({what})", "figures only",
-            (f"{k}_arith_latent_minus_pixel", f"{k}_arith_latent_minus_base", f"{k}_arith_latent_rate",
-             f"{k}_arith_pixel_rate", f"{k}_arith_base_rate"),
-            _all(_diff(f"{k}_arith_latent_minus_pixel"), _diff(f"{k}_arith_latent_minus_base")), gates=gate)
-      for k, what, gate in MODELS),
-    *(Claim("§6.3.2 Fig. 8", f"An averaged direction vector added along a walk changes the attribute, by an "
-            f"independent judge ({what})", "figures only",
-            (f"{k}_direction_*_turned_minus_plain", f"{k}_direction_*_turned", f"{k}_direction_*_plain"),
-            _diff(f"{k}_direction_*_turned_minus_plain"), gates=gate)
-      for k, what, gate in MODELS),
-    Claim("§7", "Longer training collapses a subset of filters", "no number",
-          ("filter_collapse_dcgan_last_minus_first", "filter_collapse_dcgan_first_epoch",
-           "filter_collapse_dcgan_last_epoch"), _diff("filter_collapse_dcgan_last_minus_first"), gates=ABLATION_GATE),
-    Claim("§8.1", "1-NN on conditional DCGAN samples matches 1-NN on real MNIST", "plot only",
-          ("mnist_nn_error_generated_*_minus_real", "mnist_nn_error_real", "mnist_nn_error_generated_affine",
-           "mnist_nn_error_generated_noaffine"), _nn_matches, gates=("mnist-cond*_gate",)),
-    Claim("§8.1", "Removing BatchNorm's scale and bias helps", "plot only",
-          ("mnist_nn_error_generated_affine_minus_noaffine", "mnist_nn_error_generated_noaffine",
-           "mnist_nn_error_generated_affine"),
-          _diff("mnist_nn_error_generated_affine_minus_noaffine"), gates=("mnist-cond*_gate",)),
-    Claim("other", "Inception FID of GANs: Fashion-MNIST 26.5, MNIST 6.8 (Lucic et al.); DCGAN CelebA 21.4, LSUN "
-          "70.4 (Heusel et al.)", "FID (Inception)", ("*_fid_final",), lambda f: PAPER_DATA_NEEDED,
-          data_bound=True),
-)
+    data = yaml.safe_load(Path(path).read_text())
+    out = []
+    seen: set[str] = set()
+    for kind in ("claims", "checks"):
+        items = []
+        for e in data.get(kind) or []:
+            unknown = set(e) - _CLAIM_KEYS
+            missing = {"id", "section", "text", "paper", "results", "rule", "chapter", "anchor"} - set(e)
+            if unknown or missing:
+                raise ValueError(f"{path}: entry {e.get('id', e)!r}: unknown keys {sorted(unknown)}, "
+                                 f"missing keys {sorted(missing)}")
+            if e["id"] in seen:
+                raise ValueError(f"{path}: claim id {e['id']!r} is used twice")
+            seen.add(e["id"])
+            items.append(Claim(str(e["section"]), " ".join(str(e["text"]).split()), str(e["paper"]),
+                               tuple(e["results"]), make_rule(e["rule"]), bool(e.get("data_bound", False)),
+                               tuple(e.get("gates") or ()), id=e["id"], chapter=e["chapter"], anchor=e["anchor"],
+                               group=e.get("group", "")))
+        out.append(tuple(items))
+    return out[0], out[1]
+
+
+CLAIMS, CHECKS = load_claims()
 
 
 # ---------------------------------------------------------------- rows and tables
@@ -503,20 +481,82 @@ def _cell(s: str) -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    head = "| § | claim | paper | ours [95% interval] | data (profile) | verdict |\n|---|---|---|---|---|---|\n"
-    lines = [f"| {_cell(r['section'])} | {_cell(r['claim'])} | {_cell(r['paper'])} | {_cell(r['ours'])} | "
-             f"{_cell(r['behind'])} | **{r['verdict']}** |" for r in rows]
+    head = ("| § | claim | paper | ours [95% interval] | data (profile) | verdict | tested in |\n"
+            "|---|---|---|---|---|---|---|\n")
+    lines = [f"| {r.get('section_ref') or _cell(r['section'])} | {_cell(r['claim'])} | {_cell(r['paper'])} | "
+             f"{_cell(r['ours'])} | {_cell(r['behind'])} | **{r['verdict']}** | {r.get('where', '–')} |" for r in rows]
     return head + "\n".join(lines) + "\n"
 
 
-def claims_table(results: list[Result], claims: tuple[Claim, ...] = CLAIMS) -> str:
-    """The Markdown table of every claim with the paper's number, ours, the data behind ours and a verdict."""
-    return _table(claim_rows(results, claims))
+CLAIM_LABEL = "claim-"  # the paper page's label of a claim is claim-<id>
 
 
-def checks_table(results: list[Result], checks: tuple[Claim, ...] = CHECKS) -> str:
-    """The Markdown table of the implementation checks."""
-    return _table(check_rows(results, checks))
+def chapter_ref(c: Claim, present: set[str] | None = None) -> str:
+    """A MyST reference to the section of the chapter that tests ``c`` (plain text when that chapter is not
+    in ``present``, the chapters in this build; None: all)."""
+    if not c.chapter:
+        return "–"
+    num = c.chapter.split("_", 1)[0]
+    if present is not None and c.chapter not in present:
+        return f"chapter {num} (not in this build)"
+    return f"{{ref}}`chapter {num} <{c.anchor}>`"
+
+
+def _link_rows(rows: list[dict], claims: tuple[Claim, ...], present: set[str] | None, on_paper_page: bool) -> list[dict]:
+    for r, c in zip(rows, claims):
+        r["where"] = chapter_ref(c, present)
+        if on_paper_page and c.id:
+            r["section_ref"] = f"{{ref}}`{_cell(c.section)} <{CLAIM_LABEL}{c.id}>`"
+    return rows
+
+
+def claims_table(results: list[Result], claims: tuple[Claim, ...] = CLAIMS, present: set[str] | None = set()) -> str:
+    """The Markdown table of every claim with the paper's number, ours, the data behind ours and a verdict.
+
+    Each row links back to its claim on the paper page and to the chapter section that tests it when that
+    chapter is in ``present`` (None: every chapter; the default, an empty set, links none).
+    """
+    return _table(_link_rows(claim_rows(results, claims), claims, present, True))
+
+
+def checks_table(results: list[Result], checks: tuple[Claim, ...] = CHECKS, present: set[str] | None = set()) -> str:
+    """The Markdown table of the implementation checks (linked to their chapters as in :func:`claims_table`)."""
+    return _table(_link_rows(check_rows(results, checks), checks, present, False))
+
+
+PAPER_BEGIN = "<!-- the claims below are generated from dcgan/claims.yaml (dcgan.report.paper_claims): do not edit -->"
+PAPER_END = "<!-- end of the generated claims -->"
+
+
+def paper_claims(present: set[str] | None = None, claims: tuple[Claim, ...] = CLAIMS) -> str:
+    """The paper page's list of claims (Markdown), grouped by the paper's sections.
+
+    Each claim gets the label ``claim-<id>`` (the results page links to it), the paper's number, and links
+    to the chapter section that tests it (when that chapter is in ``present``; None: all) and to the results
+    page, where its verdict is.
+    """
+    lines, group = [PAPER_BEGIN, ""], None
+    for c in claims:
+        if c.group != group:
+            group = c.group
+            lines += [f"### {group}", ""]
+        lines += [f"({CLAIM_LABEL}{c.id})=", f"#### {c.section}: {c.text}", "",
+                  f"*The paper:* {c.paper}. *Tested in* {chapter_ref(c, present)}; *verdict:* on the "
+                  "{ref}`results page <results-claims>`.", ""]
+    return "\n".join(lines + [PAPER_END]) + "\n"
+
+
+def write_paper_page(template: str | Path, out_path: str | Path, present: set[str] | None = None) -> Path:
+    """Copy the paper page ``template`` to ``out_path`` with its generated claims replaced by
+    :func:`paper_claims` for the chapters in ``present`` (so a partial build links only what it has)."""
+    text = Path(template).read_text()
+    if PAPER_BEGIN not in text or PAPER_END not in text:
+        raise ValueError(f"{template} has no generated claims section ({PAPER_BEGIN!r} ... {PAPER_END!r})")
+    head, rest = text.split(PAPER_BEGIN, 1)
+    tail = rest.split(PAPER_END, 1)[1]
+    out = Path(out_path)
+    out.write_text(head + paper_claims(present).rstrip("\n") + tail)
+    return out
 
 
 def results_table(results: list[Result]) -> str:
@@ -626,8 +666,10 @@ with a 95% interval is shown as "value [low, high]". The order of the checks beh
    must clear it with its whole interval when one is recorded. **partly**: reproduced for one
    model, data set or measure and not for another.
 
-The rules are in `dcgan/report.py` (`CLAIMS`); "figures only" and "no number" mark claims the paper
-supports with pictures or words, which the chapters turn into measurements.
+The claims are data in `dcgan/claims.yaml`, each naming the rule in `dcgan/report.py` that judges it; the
+{doc}`paper page <paper>` states them in the paper's order. "figures only" and "no number" mark claims the
+paper supports with pictures or words, which the chapters turn into measurements. Each row links to its
+claim there and to the chapter section that tests it.
 
 """
 
@@ -636,10 +678,11 @@ def write_results_page(results_dir: str | Path, out_path: str | Path) -> Path:
     """Write the Markdown results page for every ``*.results.json`` under ``results_dir``."""
     results = load_results(results_dir)
     rows = claim_rows(results)
-    text = INTRO + "## The paper's claims\n\n" + _table(rows)
+    present = {p.stem for p in Path(results_dir).glob("[0-9][0-9]_*.ipynb")}
+    text = INTRO + "(results-claims)=\n## The paper's claims\n\n" + _table(_link_rows(rows, CLAIMS, present, True))
     text += f"\nTally of the paper's claims: {tally(rows)}.\n"
     text += ("\n## Implementation checks\n\nChecks of this book's own code against the paper's recipe; they are not "
-             "claims of the paper and are not in the tally.\n\n" + checks_table(results))
+             "claims of the paper and are not in the tally.\n\n" + checks_table(results, present=present))
     text += "\n## Every recorded number\n\n"
     text += results_table(results) if results else "No chapter has recorded results yet: run `make book`.\n"
     out = Path(out_path)

@@ -216,7 +216,10 @@ def test_stage_book_keeps_only_what_was_executed(tmp_path, capsys):
     (ex / "results.md").write_text("# Results\n")
     stage = book.stage_book(ex, tmp_path / "stage")
     toc = yaml.safe_load((stage / "_toc.yml").read_text())
-    assert book._toc_files(toc) == ["book/intro", f"book/{first.stem}", "book/results", "book/references"]
+    assert book._toc_files(toc) == ["book/intro", "book/paper", f"book/{first.stem}", "book/results",
+                                    "book/references"]
+    paper = (stage / "book" / "paper.md").read_text()  # links only to the chapters in this build
+    assert "{ref}`chapter" not in paper and "chapter 05 (not in this build)" in paper
     assert (stage / "references.bib").exists() and (stage / "_config.yml").exists()
     staged = {p.name for p in (stage / "book").iterdir()}
     assert {"intro.md", "references.md", "results.md", first.name} <= staged

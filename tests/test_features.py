@@ -268,6 +268,20 @@ def test_early_stopping_stops_and_restores_best_epoch(capsys):
     assert "epochs (best" in capsys.readouterr().out
 
 
+def test_dropout_matches_torch_dropout_in_distribution():
+    """The control's dropout keeps a 1 - p share of the units, scaled by 1 / (1 - p), as F.dropout does."""
+    torch.manual_seed(0)
+    x = torch.ones(400, 2048)
+    for p in (0.2, 0.6):
+        ours = fe._dropout(x, p, True)
+        theirs = torch.nn.functional.dropout(x, p, True)
+        assert set(ours.unique().tolist()) == set(theirs.unique().tolist()) == {0.0, 1 / (1 - p)}
+        assert abs(float((ours == 0).float().mean()) - p) < 0.005
+        assert abs(float(ours.mean()) - 1.0) < 0.01  # expectation preserved
+    assert fe._dropout(x, 0.5, False) is x and fe._dropout(x, 0.0, True) is x
+    assert not fe._dropout(x, 1.0, True).any()
+
+
 def test_recalibrated_batchnorm_uses_the_images_statistics():
     torch.manual_seed(0)
     cfg = ModelConfig(image_size=16, channels=1, ndf=4)

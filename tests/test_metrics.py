@@ -2,6 +2,8 @@
 
 import json
 
+import sys
+
 import pytest
 import torch
 
@@ -124,6 +126,29 @@ def test_domain_classifier_trains_caches_and_reloads(tiny_mnist):
     again = metrics._cached_classifier(spec, str(tiny_mnist / "runs"), False)
     x = torch.rand(4, 1, 16, 16) * 2 - 1
     assert torch.allclose(clf(x), again(x))
+
+
+def test_classifier_key_hashes_the_definition(tmp_path, monkeypatch):
+    """A changed architecture or loop gives a new cache key; a changed comment or layout does not."""
+    import importlib.util
+
+    def load(name, body):
+        f = tmp_path / f"{name}.py"
+        f.write_text(body)
+        spec = importlib.util.spec_from_file_location(name, f)
+        mod = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, mod)  # inspect finds a class's source through its module
+        spec.loader.exec_module(mod)
+        return mod.Net
+
+    a = load("a", "class Net:\n    def f(self):\n        return 1  # one\n")
+    b = load("b", "class Net:\n\n    def f(self):  # another comment\n        return (1)\n")
+    c = load("c", "class Net:\n    def f(self):\n        return 2\n")
+    assert metrics.syntax_hash(a) == metrics.syntax_hash(b) != metrics.syntax_hash(c)
+    spec = metrics.ClassifierSpec("mnist-10k", 16, subset=None, epochs=1)
+    before = spec.key()
+    monkeypatch.setattr(metrics, "classifier_definition_hash", lambda: "another definition")
+    assert spec.key() != before and spec.key().startswith("mnist-10k-16-")
 
 
 def test_evaluate_and_floor(tiny_mnist, monkeypatch):

@@ -1,8 +1,12 @@
 """Tests for dcgan.report: every verdict rule, its boundaries, the quality gate and the intervals."""
 
+import json
+import re
+
 import pytest
 
 from dcgan import report
+from dcgan.paths import REPO_ROOT as REPO
 from dcgan.report import (BELOW_GATE, INCONCLUSIVE, NO_GATE, NO_INTERVAL, NOT_REPRODUCED, NOT_RUN, PAPER_DATA_NEEDED,
                           PARTLY, REPRODUCED, WITHIN_NOISE)
 from dcgan.results import Result, ResultsRecorder, load_results
@@ -110,6 +114,65 @@ def test_results_page_has_both_tables_and_tallies_claims_only(tmp_path):
     assert "guidelines" not in claims.split("## The paper's claims")[1]
     assert f"Tally of the paper's claims: {len(report.CLAIMS)} not run." in claims  # the checks are not counted
     assert "| 01_architecture | init_std | 0.05 | 0.02 |" in numbers
+
+
+def test_claims_table_is_data_with_known_rules(tmp_path):
+    """claims.yaml: every claim and check has a unique id, a chapter notebook and a rule the loader knows."""
+    ids = [c.id for c in report.CLAIMS + report.CHECKS]
+    assert len(ids) == len(set(ids)) and all(ids)
+    for c in report.CLAIMS + report.CHECKS:
+        assert (REPO / "notebooks" / f"{c.chapter}.ipynb").exists(), c.id
+        assert c.group or c in report.CHECKS, c.id
+    bad = tmp_path / "claims.yaml"
+    entry = "{id: a, section: x, text: t, paper: p, results: [r], chapter: 01_architecture, anchor: ch01-init, "
+    bad.write_text(f"claims:\n  - {entry}rule: {{maybe: 1}}}}\n")
+    with pytest.raises(ValueError, match="unknown rule 'maybe'"):
+        report.load_claims(bad)
+    bad.write_text(f"claims:\n  - {entry}rule: {{diff: r}}}}\n  - {entry}rule: {{diff: r}}}}\n")
+    with pytest.raises(ValueError, match="used twice"):
+        report.load_claims(bad)
+    bad.write_text("claims:\n  - {id: a, section: x, rule: {diff: r}}\n")
+    with pytest.raises(ValueError, match="missing keys"):
+        report.load_claims(bad)
+
+
+def test_every_claim_links_to_a_labelled_section_of_its_chapter():
+    """The anchor of each claim is a MyST label right above a heading in its chapter's notebook."""
+    labels = {}
+    for nb in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"):
+        for cell in json.loads(nb.read_text())["cells"]:
+            lines = "".join(cell["source"]).splitlines()
+            for a, b in zip(lines, lines[1:]):
+                m = re.fullmatch(r"\(([\w-]+)\)=", a)
+                if m and cell["cell_type"] == "markdown" and b.startswith("#"):
+                    labels[m.group(1)] = nb.stem
+    for c in report.CLAIMS + report.CHECKS:
+        assert labels.get(c.anchor) == c.chapter, f"{c.id}: no label ({c.anchor})= above a heading in {c.chapter}"
+
+
+def test_paper_page_lists_every_claim_and_is_up_to_date(tmp_path):
+    page = (REPO / "book" / "paper.md").read_text()
+    generated = page.split(report.PAPER_BEGIN, 1)[1].split(report.PAPER_END, 1)[0]
+    assert report.PAPER_BEGIN + generated + report.PAPER_END + "\n" == report.paper_claims(), \
+        "book/paper.md is out of date: run python -c \"from dcgan import report; " \
+        "report.write_paper_page('book/paper.md', 'book/paper.md')\""
+    for c in report.CLAIMS:
+        assert f"(claim-{c.id})=" in page and f"<{c.anchor}>" in page
+    # a partial build links only the chapters it has
+    out = report.write_paper_page(REPO / "book" / "paper.md", tmp_path / "paper.md", {"05_svhn_features"})
+    text = out.read_text()
+    assert "{ref}`chapter 05 <ch05-result>`" in text and "<ch08-ablations>" not in text
+    assert "chapter 08 (not in this build)" in text and text.startswith(page.split(report.PAPER_BEGIN)[0])
+
+
+def test_results_rows_link_back_to_claim_and_chapter(tmp_path):
+    res = _rec(tmp_path, "05_svhn_features")
+    _ci(res, "semi_supervised_minus_dcgan_error", 2.0, 1.0, 3.0, dataset="fashion-mnist")
+    (tmp_path / "05_svhn_features.ipynb").write_text("{}")  # the chapter is in this build
+    page = report.write_results_page(tmp_path, tmp_path / "results.md").read_text()
+    row = next(line for line in page.splitlines() if "semi_supervised_minus_dcgan_error" in line and "§5.2" in line)
+    assert "{ref}`§5.2 <claim-supervised-worse>`" in row and row.endswith("{ref}`chapter 05 <ch05-result>` |")
+    assert "(results-claims)=" in page and "chapter 08 (not in this build)" in page
 
 
 def test_bad_rule_is_reported():
