@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -74,6 +75,22 @@ def test_chapter_follows_conventions(nb_path: Path):
     last = [c for c in nb.cells if c.cell_type == "code"][-1]
     assert 'glue("glance"' in last.source and "at_a_glance(res.results.values())" in last.source, \
         "the last code cell glues the box from the chapter's recorded results"
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_figures_are_numbered_and_referenced(nb_path: Path):
+    """Every figure is a glued MyST figure with a name and a caption, which the chapter's prose cites by number
+    ({numref}: "Figure 2.3", dcgan/bookext.py); figures are glued, not shown loose by plt.show()."""
+    nb = nbformat.read(nb_path, 4)
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    names = re.findall(r"```\{glue:figure\} \S+\n:name: (\S+)\n", md)
+    assert len(names) == md.count("{glue:figure}"), "every {glue:figure} has a :name: line right below it"
+    for name in names:
+        assert f"{{numref}}`{name}`" in md, f"figure {name} is not cited as {{numref}}`{name}` in the prose"
+    # the paper-set samples of chapter 00 exist only under the paper profile; a glued figure would not build
+    loose = code.count("plt.show()") - (1 if nb_path.stem == "00_data" else 0)
+    assert loose == 0, "glue the figure and give it a {glue:figure} with :name: and a caption instead of plt.show()"
 
 
 def test_injected_parameters_fold_like_the_parameters_cell(tmp_path):
