@@ -258,18 +258,35 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def summarize(rows: dict[tuple[str, int], dict]) -> dict[str, dict]:
-    """Per variant: mean and std over seeds of FID/KID/classes found, and counts of diverged/oscillating/collapsed runs."""
+    """Per variant: mean and std over seeds of FID/KID/classes found (and each seed's FID), and counts of
+    diverged/oscillating/collapsed runs."""
     out: dict[str, dict] = {}
     for v in dict.fromkeys(k[0] for k in rows):
         rs = [r for (name, _), r in rows.items() if name == v]
         s = {"runs": len(rs)}
         for k in ("fid", "kid", "classes_found", "class_entropy", "precision", "recall", "coverage"):
             s[k], s[k + "_std"] = _mean_std([float(r[k]) for r in rs])
+        s["fid_seeds"] = [float(r["fid"]) for r in rs]  # per seed: the comparisons' Welch intervals need them
         for k in ("diverged", "oscillating", "mode_collapse"):
             s[k] = sum(bool(r[k]) for r in rs)
         s["rises"] = sum(r["rises"] for r in rs)
         s["last_layer_collapsed"] = _mean_std([r["collapsed_filters"][-1] for r in rs if r["collapsed_filters"]])[0]
         out[v] = s
+    return out
+
+
+def fid_differences(summary: dict[str, dict], reference: str = "dcgan") -> dict[str, tuple[float, float, float]]:
+    """Each variant's mean FID minus the reference's, with the Welch 95 % interval over their seeds
+    (:func:`dcgan.intervals.welch_diff_ci`; NaN bounds with fewer than two seeds on a side)."""
+    from .intervals import welch_diff_ci
+
+    base = summary[reference]["fid_seeds"]
+    out = {}
+    for v, s in summary.items():
+        if v == reference:
+            continue
+        a = [f for f in s["fid_seeds"] if math.isfinite(f)]
+        out[v] = welch_diff_ci(a, base) if a else (math.nan, math.nan, math.nan)
     return out
 
 

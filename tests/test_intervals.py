@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from dcgan import intervals as I
 from dcgan.intervals import bootstrap_diff_ci, newcombe_diff_ci, record_with_ci, t_mean_ci, wilson_ci
 from dcgan.results import ResultsRecorder, load_results
 
@@ -135,3 +136,21 @@ def test_draws_ci_is_mean_pm_196_std():
         draws_ci([])
     with pytest.raises(ValueError, match="non-finite"):
         draws_ci([0.1, np.nan])
+
+
+def test_welch_diff_ci_matches_the_formula_and_widens_with_few_seeds():
+    from scipy.stats import t as student
+
+    a, b = [12.0, 14.5, 13.1], [10.2, 11.0]
+    d, lo, hi = I.welch_diff_ci(a, b)
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 2
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 1)  # Welch-Satterthwaite
+    half = student.ppf(0.975, df) * np.sqrt(va + vb)
+    assert d == pytest.approx(np.mean(a) - np.mean(b))
+    assert (lo, hi) == pytest.approx((d - half, d + half))
+    # the same means from more seeds: a narrower interval that now excludes zero
+    _, lo6, hi6 = I.welch_diff_ci(a * 4, b * 6)
+    assert lo < 0 < lo6 and hi6 - lo6 < hi - lo
+    assert all(np.isnan(x) for x in I.welch_diff_ci([1.0], [2.0, 3.0])[1:])  # one seed: no interval
+    with pytest.raises(ValueError, match="both sides"):
+        I.welch_diff_ci([], [1.0])

@@ -101,6 +101,13 @@ def test_summarize_and_table():
     table = S.markdown_table(s, floor={"fid": 1.0, "kid": 0.0, "classes_found": 10, "recall": 0.9})
     assert "| dcgan | - | 11.00 ± 1.41 |" in table and "| 2/2 | 2/2 | 2/2 |" in table
     assert table.count("\n") == 2 + 1 + 2
+    assert s["dcgan"]["fid_seeds"] == [10, 12]
+    d = S.fid_differences(s)
+    assert list(d) == ["lr-0.001"] and d["lr-0.001"][0] == pytest.approx(19)  # the NaN seed is left out
+    assert math.isnan(d["lr-0.001"][1])  # one finite seed: no interval
+    rows[("lr-0.001", 1)] = _row(34, 5, True, 2)
+    diff, lo, hi = S.fid_differences(S.summarize(rows))["lr-0.001"]
+    assert diff == pytest.approx(21) and lo < diff < hi
 
 
 def test_train_and_evaluate_tiny_ablation(tmp_path, monkeypatch):
