@@ -33,7 +33,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcgan.models import ModelConfig, build_models, sample_noise
-from dcgan.train import TrainConfig, adam, cpu_supports_bf16, gan_step
+from dcgan.precision import cpu_supports_bf16, default_device
+from dcgan.train import TrainConfig, adam, gan_step
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 5) -> float:
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         with open(args.child_bf16, "w") as f:
             json.dump({"img_per_s": args.batch / dt}, f)
         return {}
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     bf16_ok = device.type == "cuda" or cpu_supports_bf16()
     peaks = {"bf16": matmul_peak(torch.bfloat16, device) if bf16_ok else float("nan"),
              "fp32": matmul_peak(torch.float32, device)}

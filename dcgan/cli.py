@@ -186,8 +186,8 @@ def train_config_from_args(args):
     import os
     from dataclasses import replace
 
+    from .config import TrainConfig, preset
     from .models import ModelConfig
-    from .train import TrainConfig, preset
 
     if args.dataroot:
         os.environ["DCGAN_DATA"] = args.dataroot
@@ -273,7 +273,8 @@ def _cmd_train(args) -> int:
     import json
 
     from .data import DatasetNotFoundError, UnknownDatasetError
-    from .train import CheckpointError, TrainingDiverged, train, validate
+    from .checkpoints import CheckpointError
+    from .train import TrainingDiverged, train, validate
 
     _check_train_flags(args)
     try:
@@ -321,8 +322,8 @@ def _cmd_sample(args) -> int:
 
     from dataclasses import replace
 
+    from .checkpoints import CheckpointError, load_generator
     from .models import sample_noise
-    from .train import CheckpointError, load_generator
 
     if args.num < 1 or args.nrow < 1:
         raise UsageError(f"-n/--num and --nrow must be >= 1, got {args.num} and {args.nrow}")

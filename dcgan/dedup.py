@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .precision import autocast
+
 __all__ = [
     "HashConfig", "Autoencoder", "SemanticHasher", "prepare", "fit_hasher", "pack_bits", "unpack_bits",
     "popcount", "hamming", "group", "duplicate_pairs", "pairs_from_labels", "exact_byte_groups",
@@ -62,7 +64,7 @@ class HashConfig:
     center: bool = True  # subtract the training set's mean image before encoding
     threshold: float = 0.0  # a code bit is 1 where the ReLU activation exceeds this
     seed: int = 0
-    precision: str = "auto"  # "auto" (bf16 autocast), "bf16" or "fp32"
+    precision: str = "auto"  # "auto" (bf16 autocast where the device has native bf16), "bf16" or "fp32"
 
 
 class Autoencoder(nn.Module):
@@ -149,13 +151,6 @@ def prepare(images, size: int = INPUT_SIZE) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _autocast(precision: str, device: torch.device):
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
-    enabled = precision != "fp32"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 # ---------------------------------------------------------------- hashing
 
 @dataclass
@@ -221,7 +216,7 @@ def fit_hasher(images, cfg: HashConfig | None = None, device: str | torch.device
             total = 0.0
             for i in range(0, len(x) - bs + 1, bs):  # drop the ragged last batch
                 b = x[perm[i:i + bs]].to(device)
-                with _autocast(cfg.precision, device):
+                with autocast(cfg.precision, device):  # dcgan.precision: "auto" is bf16 where native
                     loss = F.mse_loss(model(b).float(), b)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .models import Discriminator, ModelConfig
+from .precision import autocast, bf16_supported, check_precision, default_device, device_of, resolve_precision
 
 __all__ = [
     "StepTimer",
@@ -118,13 +119,11 @@ def feature_dim(cfg: ModelConfig, grid: int = 4) -> int:
 
 
 def bf16_available() -> bool:
-    """True when bf16 autocast is worth using on the CPU (AVX-512 BF16 / AMX) or a CUDA device is present."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """True when the default device (the GPU if any, else the CPU) runs bf16 natively.
+
+    Kept for callers of this name; the policy is :func:`dcgan.precision.bf16_supported`.
+    """
+    return bf16_supported(default_device())
 
 
 def _as_float_batches(images: torch.Tensor, batch_size: int):
@@ -153,16 +152,15 @@ def extract_features(
     default). D is used in eval mode (BatchNorm running statistics).
     Returns a (N, feature_dim) array of ``dtype``.
     """
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    check_precision(precision)  # before the shape check, so a bad precision is named first
     cfg = D.cfg
     if images.dim() != 4 or tuple(images.shape[1:]) != (cfg.channels, cfg.image_size, cfg.image_size):
         raise ValueError(
             f"images must be (N, {cfg.channels}, {cfg.image_size}, {cfg.image_size}) to match D, got "
             f"{tuple(images.shape)}; load the data set with image_size={cfg.image_size}"
         )
-    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_available())
-    device = next(D.parameters()).device
+    device = device_of(D)
+    precision = resolve_precision(precision, device)  # once, not per batch
     was_training = D.training
     D.eval()
     keep = list(range(len(D.blocks))) if layers is None else list(layers)
@@ -172,7 +170,7 @@ def extract_features(
     try:
         for x in _as_float_batches(images, batch_size):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with autocast(precision, device):
                 acts = D.activations(x)
             feats = [F.adaptive_max_pool2d(acts[i].float(), grid).flatten(1) for i in keep]
             f = torch.cat(feats, 1)
@@ -914,19 +912,20 @@ class SupervisedResult:
     cpu_seconds: float = 0.0
 
 
-def _predict(model: nn.Module, images: torch.Tensor, use_bf16: bool, bs: int = 1000) -> torch.Tensor:
+def _predict(model: nn.Module, images: torch.Tensor, precision: str, bs: int = 1000) -> torch.Tensor:
     model.eval()
+    device = device_of(model)
     out = []
     with torch.no_grad():
         for i in range(0, len(images), bs):
             x = next(_as_float_batches(images[i : i + bs], bs)).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            with autocast(precision, device):
                 out.append(model(x).argmax(1))
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
-def _error(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, use_bf16: bool, bs: int = 1000) -> float:
-    return float((_predict(model, images, use_bf16, bs) != labels).float().mean())
+def _error(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, precision: str, bs: int = 1000) -> float:
+    return float((_predict(model, images, precision, bs) != labels).float().mean())
 
 
 def _stop_subset(n_val: int, size: int | None) -> torch.Tensor:
@@ -962,7 +961,8 @@ def train_supervised(
     the whole validation split.
     """
     t0, c0 = time.perf_counter(), time.process_time()
-    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_available())
+    device = torch.device("cpu")  # the supervised control trains on the CPU (the model is never moved)
+    precision = resolve_precision(precision, device)
     torch.manual_seed(seed)
     y_val = torch.as_tensor(y_val, dtype=torch.long)
     n_classes = int(max(int(y_train.max()), int(y_val.max()))) + 1
@@ -983,19 +983,19 @@ def train_supervised(
             idx = perm[i : i + batch_size]
             if len(idx) < 2:  # BatchNorm needs more than one example
                 continue
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            with autocast(precision, device):
                 loss = F.cross_entropy(model(xs_train[idx]).float(), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        curve.append(_error(model, x_stop, y_stop, use_bf16))
+        curve.append(_error(model, x_stop, y_stop, precision))
         if curve[-1] < best_err:
             best_err, best_epoch = curve[-1], epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif patience is not None and epoch - best_epoch >= patience:
             break
     model.load_state_dict(best_state)
-    err = best_err if len(sub) == len(x_val) else _error(model, x_val, y_val, use_bf16)
+    err = best_err if len(sub) == len(x_val) else _error(model, x_val, y_val, precision)
     hp = dict(lr=lr, dropout=dropout, weight_decay=weight_decay)
     return SupervisedResult(hp, err, time.perf_counter() - t0, model if keep_model else None,
                             epochs_run=len(curve), best_epoch=best_epoch, curve=curve,
@@ -1073,8 +1073,7 @@ def supervised_search(
 
 def classifier_predictions(model: nn.Module, images: torch.Tensor, precision: str = "auto") -> np.ndarray:
     """Predicted classes of a classifier from :func:`train_supervised` on uint8 ``images``."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_available())
-    return _predict(model, images, use_bf16).numpy()
+    return _predict(model, images, resolve_precision(precision, device_of(model))).numpy()
 
 
 def classifier_error(model: nn.Module, images: torch.Tensor, labels, precision: str = "auto") -> float:

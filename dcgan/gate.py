@@ -44,7 +44,9 @@ import torch
 
 from . import metrics as M
 from .paths import REPO_ROOT
-from .train import CODE_VERSION, Run, TrainConfig, last_fifth_start, preset, train
+from .checkpoints import Run, last_fifth_start
+from .config import CODE_VERSION, TrainConfig, preset
+from .train import train
 
 __all__ = [
     "FID_RATIO",

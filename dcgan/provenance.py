@@ -9,12 +9,13 @@ from functools import lru_cache
 import torch
 
 from .paths import REPO_ROOT
+from .precision import default_device
 
 
 @lru_cache(maxsize=1)
 def hardware() -> str:
     """A short description of the device computations run on, e.g. 'NVIDIA H100 80GB HBM3' or 'Intel Xeon ... (2 cores)'."""
-    if torch.cuda.is_available():
+    if default_device().type == "cuda":  # where the library puts its work (dcgan.precision)
         return torch.cuda.get_device_name(0)
     name = platform.processor() or platform.machine()
     try:

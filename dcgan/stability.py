@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import metrics as M
+from .checkpoints import Run
+from .config import TrainConfig
 from .models import ModelConfig, sample_noise
-from .train import Run, TrainConfig, train_many
+from .train import train_many
 
 __all__ = [
     "VARIANTS",

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from dcgan import config as C
 from dcgan import train as T
 from dcgan.models import Discriminator, Generator, ModelConfig
 
@@ -96,7 +97,7 @@ def test_cache_key_tracks_config_and_code_version(monkeypatch):
     assert a == T.config_key(tiny_cfg())
     assert a != T.config_key(tiny_cfg(lr=1e-4))
     assert a != T.config_key(tiny_cfg(model={"ngf": 16}))
-    monkeypatch.setattr(T, "CODE_VERSION", T.CODE_VERSION + 1)
+    monkeypatch.setattr(C, "CODE_VERSION", T.CODE_VERSION + 1)  # config_key reads it there
     assert a != T.config_key(tiny_cfg())
 
 
@@ -336,7 +337,7 @@ def test_folder_dataset_trains_to_the_end(tmp_path):
 
 @pytest.mark.parametrize("dataset", ["folder:/abs/path/imgs", "folder:../rel/x", "folder:/", "a/b\\c:d e", "..x", "/"])
 def test_run_names_are_one_safe_folder_name(dataset):
-    name = T._safe_name(dataset)
+    name = C._safe_name(dataset)
     assert name and "/" not in name and "\\" not in name and not name.startswith(".")
     assert all(c.isalnum() or c in "._-" for c in name)
 
