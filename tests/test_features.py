@@ -333,3 +333,43 @@ def test_fit_path_equals_separate_fits():
         one = fe.LinearL2SVM(C=m.C, standardize=False, tol=1e-7).fit(X, y)
         np.testing.assert_allclose(m.objective_, one.objective_, rtol=1e-5)
         assert np.mean(m.predict(Xte) == one.predict(Xte)) >= 0.99
+
+
+def test_authors_svhn_protocol_selects_c_on_mean_validation_error_and_draws_tests():
+    """The authors' §5.2 analysis: C by mean validation error over draws, then many test draws, raw features."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 1.0, (3, 20))
+
+    def blobs(n):
+        y = np.arange(n) % 3
+        return (centers[y] + rng.normal(0, 1.2, (n, 20))).astype(np.float32), y
+
+    X_pool, y_pool = blobs(300)
+    X_val, y_val = blobs(300)
+    X_te, y_te = blobs(300)
+    seen = []
+
+    def featurize(idx):
+        seen.append(np.sort(idx))
+        return X_pool[idx]
+
+    r = fe.authors_svhn_protocol(featurize, y_pool, X_val, y_val, X_te, y_te, Cs=(1e-4, 1e-2, 1.0),
+                                 select_draws=3, test_draws=5, per_class=10, seed=1)
+    assert len(seen) == 3 * 3 + 5 and all(len(s) == 30 for s in seen)
+    assert all(np.bincount(y_pool[s], minlength=3).tolist() == [10, 10, 10] for s in seen)
+    assert r.C == min(r.val_by_C, key=lambda c: r.val_by_C[c][0])
+    assert len(r.test_errors) == 5 and r.test == (pytest.approx(r.test_errors.mean()),
+                                                  pytest.approx(1.96 * r.test_errors.std()))
+    assert 0 <= r.test[0] < 40  # separable enough to learn
+    # one draw with the chosen C is sklearn's LinearSVC on the raw features
+    from sklearn.svm import LinearSVC
+
+    idx = seen[-1]
+    ours = fe.LinearL2SVM(C=r.C, standardize=False).fit(X_pool[idx], y_pool[idx]).predict(X_te)
+    ref = LinearSVC(C=r.C, max_iter=100_000, tol=1e-6).fit(X_pool[idx], y_pool[idx]).predict(X_te)
+    assert np.mean(ours == ref) >= 0.99
+    again = fe.authors_svhn_protocol(lambda i: X_pool[i], y_pool, X_val, y_val, X_te, y_te, Cs=(1e-4, 1e-2, 1.0),
+                                     select_draws=3, test_draws=5, per_class=10, seed=1)
+    assert again.C == r.C and np.array_equal(again.test_errors, r.test_errors)  # seeded
+    with pytest.raises(ValueError, match="2 test draws"):
+        fe.authors_svhn_protocol(featurize, y_pool, X_val, y_val, X_te, y_te, test_draws=1)

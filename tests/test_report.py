@@ -486,3 +486,16 @@ def test_at_a_glance_puts_gates_verdicts_and_provenance_in_the_box(tmp_path):
     assert report.at_a_glance(res2.results.values()).startswith(
         "- Quality gate of `emoji-64` (emoji): **passes** (FID 2.5, limit 3).")
     assert report.at_a_glance([]).startswith("- This chapter records no verdict")
+
+
+def test_svhn_number_is_judged_on_the_authors_protocol(tmp_path):
+    """§5.2's 22.48% is compared with the test error of the authors' protocol (100 draws), not the book's 3 draws."""
+    res = _rec(tmp_path, "05_svhn_features", "paper")
+    _gate(res, "svhn-32", True, dataset="svhn")
+    _ci(res, "semi_dcgan_test_error", 30.0, 29.0, 31.0, dataset="svhn (1000 labels)")
+    assert _verdict(tmp_path, "§5.2 Table 2", "SVHN") == NOT_RUN  # the authors' protocol did not run
+    _ci(res, "semi_dcgan_test_error_authors", 23.0, 22.0, 24.0, dataset="svhn (1000 labels)")
+    assert _verdict(tmp_path, "§5.2 Table 2", "SVHN") == REPRODUCED
+    res2 = _rec(tmp_path / "book", "05_svhn_features")
+    _ci(res2, "semi_dcgan_test_error_authors", 23.0, 22.0, 24.0, dataset="fashion-mnist (1000 labels)")
+    assert _verdict(tmp_path / "book", "§5.2 Table 2", "SVHN") == PAPER_DATA_NEEDED  # a stand-in's number
