@@ -38,7 +38,7 @@ class Result:
     profile: str
     hardware: str
     seed: int | None
-    claim: str = ""  # the PAPER.md item it bears on, e.g. "§5.2"
+    claim: str = ""  # the paper's section it bears on, e.g. "§5.2" (book/paper.md)
     note: str = ""
 
 
