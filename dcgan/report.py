@@ -3,7 +3,8 @@
 The claims are data (``dcgan/claims.yaml``, loaded by :func:`load_claims`;
 the paper page ``book/paper.md`` lists them). Each :class:`Claim` names the
 results (by name pattern) that bear on it, the quality gates of the models it
-relies on, and a rule of :data:`RULES` that turns the results into a verdict. The order of the checks (:func:`claim_rows`):
+relies on, and a rule of :data:`RULES` that turns the results into a verdict.
+The order of the checks (:func:`claim_rows`):
 
 1. no matching result: *not run*;
 2. a number on the paper's data set that ours measured on a stand-in:
