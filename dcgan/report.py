@@ -450,10 +450,12 @@ def _rows(results: list[Result], claims: tuple[Claim, ...], allowed: tuple[str, 
                     matched.append(r)
         gate_verdict, gate_text = _gate(c, f)
         ruled = c.rule(f) if matched else NOT_RUN  # a rule says "not run" when the claim's own results are missing
-        if ruled == NOT_RUN:
-            verdict, gate_text = NOT_RUN, ""
-        elif c.data_bound and not any(on_paper_data(r) for r in matched):
+        if matched and c.data_bound and not any(on_paper_data(r) for r in matched):
+            # before the rule: a stand-in's numbers answer "needs the paper's data" even where the rule's own
+            # result is one that only the paper profile records (§5.2's authors' protocol)
             verdict, gate_text = PAPER_DATA_NEEDED, ""
+        elif ruled == NOT_RUN:
+            verdict, gate_text = NOT_RUN, ""
         elif gate_verdict is not None:
             verdict = gate_verdict
         else:

@@ -497,5 +497,8 @@ def test_svhn_number_is_judged_on_the_authors_protocol(tmp_path):
     _ci(res, "semi_dcgan_test_error_authors", 23.0, 22.0, 24.0, dataset="svhn (1000 labels)")
     assert _verdict(tmp_path, "§5.2 Table 2", "SVHN") == REPRODUCED
     res2 = _rec(tmp_path / "book", "05_svhn_features")
+    _ci(res2, "semi_dcgan_test_error", 18.0, 17.0, 19.0, dataset="fashion-mnist (1000 labels)")
+    # the book profile records only its own protocol, on a stand-in: that needs the paper's data, not "not run"
+    assert _verdict(tmp_path / "book", "§5.2 Table 2", "SVHN") == PAPER_DATA_NEEDED
     _ci(res2, "semi_dcgan_test_error_authors", 23.0, 22.0, 24.0, dataset="fashion-mnist (1000 labels)")
     assert _verdict(tmp_path / "book", "§5.2 Table 2", "SVHN") == PAPER_DATA_NEEDED  # a stand-in's number
