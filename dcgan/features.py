@@ -347,15 +347,22 @@ def semi_supervised_split(
         raise ValueError(f"need {n_val} validation + {n_labels} labelled examples but only {len(avail)} are available")
     val = np.sort(np.random.default_rng(val_seed).choice(avail, size=n_val, replace=False))
     pool[val] = False
-    rng = np.random.default_rng(seed)
-    per = n_labels // len(classes)
-    lab = []
-    for c in classes:
-        cand = np.flatnonzero(pool & (y == c))
-        if len(cand) < per:
-            raise ValueError(f"class {c} has only {len(cand)} examples outside the validation split, need {per}")
-        lab.append(rng.choice(cand, size=per, replace=False))
-    return np.sort(np.concatenate(lab)), val
+    lab = _class_balanced_draw(y, n_labels // len(classes), np.random.default_rng(seed), classes=classes,
+                               allowed=pool, where="outside the validation split")
+    return np.sort(lab), val
+
+
+def _class_balanced_draw(y: np.ndarray, per_class: int, rng: np.random.Generator, *, classes=None,
+                         allowed: np.ndarray | None = None, where: str = "in the labelled pool") -> np.ndarray:
+    """``per_class`` indices of each class (default: every class in ``y``), drawn without replacement among
+    the ``allowed`` positions (a boolean mask; default: all), class by class in order."""
+    out = []
+    for c in (np.unique(y) if classes is None else classes):
+        cand = np.flatnonzero((y == c) if allowed is None else allowed & (y == c))
+        if len(cand) < per_class:
+            raise ValueError(f"class {c} has only {len(cand)} examples {where}, need {per_class}")
+        out.append(rng.choice(cand, size=per_class, replace=False))
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------- linear L2-SVM
@@ -893,16 +900,6 @@ class DrawsResult:
         return float(self.test_errors.mean()), float(1.96 * self.test_errors.std())
 
 
-def _class_balanced_draw(y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    out = []
-    for c in np.unique(y):
-        cand = np.flatnonzero(y == c)
-        if len(cand) < per_class:
-            raise ValueError(f"class {c} has {len(cand)} examples in the labelled pool, a draw needs {per_class}")
-        out.append(rng.choice(cand, size=per_class, replace=False))
-    return np.concatenate(out)
-
-
 def authors_svhn_protocol(
     featurize: Callable[[np.ndarray], np.ndarray],
     y_pool: np.ndarray,
@@ -937,18 +934,18 @@ def authors_svhn_protocol(
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
 
-    def fit(C: float) -> tuple[LinearL2SVM, np.ndarray]:
+    def fit(C: float) -> LinearL2SVM:  # on a fresh draw of labels
         idx = _class_balanced_draw(y_pool, per_class, rng)
-        return LinearL2SVM(C=C, standardize=False).fit(featurize(idx), y_pool[idx]), idx
+        return LinearL2SVM(C=C, standardize=False).fit(featurize(idx), y_pool[idx])
 
     val_by_C = {}
     for C in tqdm(list(Cs), desc="C on validation", disable=not progress):
-        errs = np.array([100 * np.mean(fit(C)[0].predict(X_val) != y_val) for _ in range(select_draws)])
+        errs = np.array([100 * np.mean(fit(C).predict(X_val) != y_val) for _ in range(select_draws)])
         val_by_C[float(C)] = (float(errs.mean()), float(1.96 * errs.std()))
     best = min(val_by_C, key=lambda c: (val_by_C[c][0], c))  # ties: the smallest C
     test_errs, val_errs = [], []
     for _ in tqdm(range(test_draws), desc=f"test draws, C={best:g}", disable=not progress):
-        m, _idx = fit(best)
+        m = fit(best)
         test_errs.append(100 * np.mean(m.predict(X_test) != y_test))
         val_errs.append(100 * np.mean(m.predict(X_val) != y_val))
     return DrawsResult(best, val_by_C, np.array(test_errs), np.array(val_errs), time.perf_counter() - t0)
