@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci",
-           "t_mean_ci", "welch_diff_ci", "draws_ci", "record_with_ci"]
+           "t_mean_ci", "welch_diff_ci", "spread_interval", "draws_ci", "record_with_ci"]
 
 Z95 = 1.959963984540054
 
@@ -135,6 +135,19 @@ def welch_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -
         return d, math.nan, math.nan
     ci = ttest_ind(x, y, equal_var=False).confidence_interval(level)
     return d, float(ci.low), float(ci.high)
+
+
+def spread_interval(diff: float, sd_a: float, sd_b: float) -> tuple[float, float] | None:
+    """``diff -+ 2 x hypot(sd_a, sd_b)``: the fallback of :func:`welch_diff_ci` when a side has one seed.
+
+    Two conditions' seed spreads (standard deviations, not standard errors), so conservative: the
+    spread of a difference of two single runs, twice. None when neither spread is known (> 0): then
+    there is no interval and no verdict beyond "no interval".
+    """
+    sd = math.hypot(sd_a or 0.0, sd_b or 0.0)
+    if not (sd > 0 and math.isfinite(diff)):
+        return None
+    return diff - 2 * sd, diff + 2 * sd
 
 
 def draws_ci(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:

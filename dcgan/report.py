@@ -264,16 +264,14 @@ def _variant_worse(v: str) -> Callable[[Found], str]:
     unstable runs. One measure beyond noise in the paper's direction (and
     none in the other) reproduces the claim.
     """
-    from .intervals import newcombe_diff_ci
+    from .intervals import newcombe_diff_ci, spread_interval
 
     def rule(f: Found) -> str:
         name = f"stability_{v}_minus_dcgan_fid"
         fid, base = f.value(f"stability_{v}_fid"), f.value("stability_dcgan_fid")
         iv = f.interval(name)
         if iv is None and fid is not None and base is not None:
-            sd = math.hypot(f.value(f"stability_{v}_fid_std") or 0.0, f.value("stability_dcgan_fid_std") or 0.0)
-            if sd > 0:
-                iv = (fid - base - 2 * sd, fid - base + 2 * sd)
+            iv = spread_interval(fid - base, f.value(f"stability_{v}_fid_std"), f.value("stability_dcgan_fid_std"))
         verdicts = [interval_verdict(*iv) if iv else NO_INTERVAL]
         uv, ub = _unstable(f, v), _unstable(f, "dcgan")
         if uv and ub:

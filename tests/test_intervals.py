@@ -154,3 +154,14 @@ def test_welch_diff_ci_matches_the_formula_and_widens_with_few_seeds():
     assert all(np.isnan(x) for x in I.welch_diff_ci([1.0], [2.0, 3.0])[1:])  # one seed: no interval
     with pytest.raises(ValueError, match="both sides"):
         I.welch_diff_ci([], [1.0])
+
+
+def test_spread_interval_is_twice_the_combined_spread_and_none_without_one():
+    from dcgan.intervals import spread_interval
+
+    lo, hi = spread_interval(5.0, 3.0, 4.0)  # hypot(3, 4) = 5
+    assert (lo, hi) == pytest.approx((-5.0, 15.0))
+    assert spread_interval(5.0, 0.0, 2.0) == pytest.approx((1.0, 9.0))  # one side's spread alone
+    assert spread_interval(5.0, 0.0, 0.0) is None  # single seeds on both sides: no interval
+    assert spread_interval(5.0, None, None) is None
+    assert spread_interval(float("nan"), 1.0, 1.0) is None
