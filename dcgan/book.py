@@ -50,6 +50,13 @@ def setup_chapter(chapter: str, profile: str, seed: int = 0) -> ResultsRecorder:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     seed_everything(seed)
+    from .config import tiny
+
+    if tiny():  # the paper profile's code paths at toy scale: its numbers are recorded apart, never as results
+        if profile != "paper":
+            raise ValueError(f"$DCGAN_TINY (--tiny) shrinks the paper profile only, not {profile!r}")
+        profile = "paper-tiny"
+        print("paper profile at TOY SCALE (--tiny / $DCGAN_TINY): a test of its code paths; no number below is a result")
     if profile == "smoke":
         # The smoke run is the regression baseline (tests/notebooks): one thread makes its float reductions,
         # hence its recorded numbers, the same on every machine whatever its core count. scikit-learn's
@@ -60,6 +67,20 @@ def setup_chapter(chapter: str, profile: str, seed: int = 0) -> ResultsRecorder:
         threadpool_limits(1)
     print(format_provenance({"chapter": chapter, **provenance(profile, seed)}))
     return ResultsRecorder(chapter, profile, seed)
+
+
+def show_figure(fig, caption: str) -> None:
+    """Show a figure that only some profiles draw (e.g. on the paper's data sets), its caption below it, and close it.
+
+    A ``{glue:figure}`` must be glued by every profile's run or the book does not build; a figure that
+    only the ``paper`` profile draws is shown in its cell's output instead, unnumbered, captioned in italics.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    display(fig)
+    display(Markdown(f"*{caption}*"))
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------- notebooks and parameters
@@ -76,21 +97,30 @@ def chapter_notebooks(only: list[str] | None = None, notebooks_dir: Path = NOTEB
     return picked
 
 
-def chapter_params(chapter: str, profile: str, params_dir: Path = PARAMS_DIR) -> dict:
-    """The papermill parameters of ``chapter`` under ``profile`` (plus ``profile`` itself)."""
+def chapter_params(chapter: str, profile: str, params_dir: Path = PARAMS_DIR, tiny: bool = False) -> dict:
+    """The papermill parameters of ``chapter`` under ``profile`` (plus ``profile`` itself).
+
+    ``tiny`` (paper only) lays the file's ``tiny`` section over the ``paper`` one: the paper profile's
+    code paths with a few images and steps (the test suite runs every chapter so on fixture files).
+    """
     import yaml
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    if tiny and profile != "paper":
+        raise ValueError(f"--tiny shrinks the paper profile only; got --profile {profile}")
     path = Path(params_dir) / f"{chapter}.yaml"
     table = {}
     if path.exists():
         table = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(table, dict) or set(table) - set(PROFILES):
-            raise ValueError(f"{path}: top-level keys must be profiles {PROFILES}, got {list(table)}")
-    params = dict(table.get(profile) or {})
-    if not isinstance(params, dict):
-        raise ValueError(f"{path}: {profile!r} must map parameter names to values")
+        if not isinstance(table, dict) or set(table) - {*PROFILES, "tiny"}:
+            raise ValueError(f"{path}: top-level keys must be profiles {PROFILES} (or tiny), got {list(table)}")
+    params = {}
+    for section in (profile, "tiny") if tiny else (profile,):
+        part = table.get(section) or {}
+        if not isinstance(part, dict):
+            raise ValueError(f"{path}: {section!r} must map parameter names to values")
+        params.update(part)
     params["profile"] = profile
     return params
 
@@ -105,7 +135,7 @@ class ChapterRun:
 
 
 def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PARAMS_DIR,
-                    log_output: bool = False) -> ChapterRun:
+                    log_output: bool = False, tiny: bool = False) -> ChapterRun:
     """Execute one chapter notebook with papermill into ``out_dir`` (results go there too)."""
     import papermill as pm
 
@@ -115,7 +145,7 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
     stale.unlink(missing_ok=True)  # a failed re-run must not leave the old numbers behind
     t0 = time.perf_counter()
     pm.execute_notebook(
-        str(nb), str(out), parameters=chapter_params(nb.stem, profile, params_dir),
+        str(nb), str(out), parameters=chapter_params(nb.stem, profile, params_dir, tiny),
         kernel_name=KERNEL_NAME, cwd=str(nb.parent), progress_bar=False, log_output=log_output,
     )
     hide_injected_parameters(out)
@@ -146,8 +176,9 @@ class ChapterFailed(RuntimeError):
 
 def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[str] | None = None,
                      notebooks_dir: Path = NOTEBOOKS_DIR, params_dir: Path = PARAMS_DIR,
-                     log_output: bool = False, keep_going: bool = False) -> list[ChapterRun]:
-    """Execute the chapters in order under ``profile``; the kernel sees ``DCGAN_RESULTS_DIR=out_dir``.
+                     log_output: bool = False, keep_going: bool = False, tiny: bool = False) -> list[ChapterRun]:
+    """Execute the chapters in order under ``profile``; the kernel sees ``DCGAN_RESULTS_DIR=out_dir``
+    (and ``DCGAN_TINY=1`` with ``tiny``: :func:`dcgan.config.tiny`).
 
     A failing chapter stops the run (:class:`ChapterFailed`), unless ``keep_going``: then
     the others still run and :class:`ChapterFailed` is raised by :func:`run_book` at the end.
@@ -157,6 +188,13 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
     if not nbs:
         raise FileNotFoundError(f"no chapter notebooks (NN_name.ipynb) in {notebooks_dir}")
     os.environ["DCGAN_RESULTS_DIR"] = str(out_dir)  # inherited by the papermill kernels
+    from .config import TINY_ENV
+
+    chapter_params(nbs[0].stem, profile, params_dir, tiny)  # --tiny without --profile paper: say so before running
+    if tiny:
+        os.environ[TINY_ENV] = "1"
+    else:
+        os.environ.pop(TINY_ENV, None)  # the flag alone decides: a stray variable never shrinks a real run
     # The `python3` kernel must be this environment's Python, even if the user registered another one.
     venv_kernels = str(Path(sys.prefix) / "share" / "jupyter")
     if venv_kernels not in os.environ.get("JUPYTER_PATH", "").split(os.pathsep):
@@ -166,7 +204,7 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
         print(f"[dcgan book] {nb.stem} ({profile}) ...", flush=True)
         t0 = time.perf_counter()
         try:
-            run = execute_chapter(nb, out_dir, profile, params_dir, log_output)
+            run = execute_chapter(nb, out_dir, profile, params_dir, log_output, tiny)
         except Exception as e:  # papermill's PapermillExecutionError names the cell and the exception
             print(f"[dcgan book] {nb.stem} FAILED after {time.perf_counter() - t0:.1f} s: {e}", flush=True)
             failed.append(nb.stem)
@@ -285,7 +323,8 @@ def build_book(executed_dir: str | Path = BOOK_DIR, output_root: str | Path | No
 
 
 def run_book(profile: str = "book", only: list[str] | None = None, out_dir: str | Path | None = None,
-             build: bool = True, execute: bool = True, log_output: bool = False, keep_going: bool = False) -> Path:
+             build: bool = True, execute: bool = True, log_output: bool = False, keep_going: bool = False,
+             tiny: bool = False) -> Path:
     """Execute the chapters (unless ``execute`` is False), write the results page, build the book.
 
     With ``keep_going`` a failing chapter does not stop the others or the build; the
@@ -297,7 +336,8 @@ def run_book(profile: str = "book", only: list[str] | None = None, out_dir: str 
     t0 = time.perf_counter()
     failure = None
     try:
-        runs = execute_chapters(profile, out_dir, only, log_output=log_output, keep_going=keep_going) if execute else []
+        runs = execute_chapters(profile, out_dir, only, log_output=log_output, keep_going=keep_going,
+                                tiny=tiny) if execute else []
     except ChapterFailed as e:
         if not keep_going or len(e.args) < 2:
             raise

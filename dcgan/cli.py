@@ -43,15 +43,23 @@ def add_book_parser(sub) -> None:
     p.add_argument("--log-output", action="store_true", help="stream the notebooks' output while they run")
     p.add_argument("--keep-going", action="store_true",
                    help="run the other chapters and build the book when one fails (exit 1 at the end)")
+    p.add_argument("--tiny", action="store_true",
+                   help="with --profile paper: its data sets and code paths at toy scale (a few images and steps; "
+                   "params/NN_*.yaml[tiny]), to check them on a CPU; the numbers are no results")
     p.set_defaults(func=_cmd_book)
 
 
 def _cmd_book(args) -> int:
     from .book import ChapterFailed, run_book
 
+    if args.tiny and args.profile != "paper":
+        print(f"error: --tiny shrinks the paper profile only; add --profile paper (got --profile {args.profile})",
+              file=sys.stderr)
+        return 2
     try:
         run_book(args.profile, only=args.only, out_dir=args.out, build=not args.no_build,
-                 execute=not args.no_execute, log_output=args.log_output, keep_going=args.keep_going)
+                 execute=not args.no_execute, log_output=args.log_output, keep_going=args.keep_going,
+                 tiny=args.tiny)
     except ChapterFailed as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 1

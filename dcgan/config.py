@@ -34,6 +34,8 @@ __all__ = [
     "preset",
     "PRESETS",
     "BOOK_EPOCHS",
+    "TINY_ENV",
+    "tiny",
 ]
 
 
@@ -151,6 +153,20 @@ def run_name(cfg: TrainConfig, init_g: str | Path | None = None, init_d: str | P
 
 # ----------------------------------------------------------------------------- presets
 
+TINY_ENV = "DCGAN_TINY"
+
+
+def tiny() -> bool:
+    """True when ``$DCGAN_TINY`` is set (``python -m dcgan book --tiny``): the ``paper`` profile at toy scale.
+
+    Every function that sizes work per profile (:func:`preset`, ``dcgan.stability.ablation_config``,
+    ``dcgan.metrics.classifier_spec``, ``dcgan.gate.sample_sizes``) keeps the paper profile's code paths
+    and data sets but shrinks nets, steps and sample counts to seconds on a CPU, so that the test suite can
+    run every paper-profile chapter on the fixture files in the paper's formats. Never for results.
+    """
+    return os.environ.get(TINY_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 # name -> (dataset, image_size, channels)
 _PRESET_DATA = {
     "fashion-mnist-32": ("fashion-mnist", 32, 1),
@@ -209,6 +225,9 @@ def preset(name: str, profile: str = "book") -> TrainConfig:
         # within the book's CPU budget; the full training sets, the paper's batch and optimiser.
         m = ModelConfig(image_size=size, channels=ch, nz=100, ngf=32, ndf=32)
         return TrainConfig(dataset, "train", size, m, epochs=BOOK_EPOCHS[name])
+    if tiny():  # the paper profile's data and code paths at toy scale (tests only: see tiny())
+        m = ModelConfig(image_size=size, channels=ch, nz=16, ngf=8, ndf=8)
+        return TrainConfig(dataset, "train", size, m, epochs=2, batch_size=8, subset=16)
     # paper profile: the paper's widths (Figure 1: 4x4x1024 top at 64x64), full data.
     if name == "imagenet32":
         # §5.1: D widths 256/512/1024 -> 4x4 max-pooled features 16*(256+512+1024) = 28672-d.
@@ -228,5 +247,8 @@ def _mnist_cond(profile: str, bn_affine: bool) -> TrainConfig:
     if profile == "book":
         m = ModelConfig(image_size=32, channels=1, nz=64, ngf=32, ndf=32, n_classes=10, bn_affine=bn_affine)
         return TrainConfig("mnist-10k", "train", 32, m, epochs=BOOK_EPOCHS["mnist-cond"], batch_size=64)
+    if tiny():
+        m = ModelConfig(image_size=32, channels=1, nz=16, ngf=8, ndf=8, n_classes=10, bn_affine=bn_affine)
+        return TrainConfig("mnist", "train", 32, m, epochs=2, batch_size=8, subset=16)
     m = ModelConfig(image_size=32, channels=1, nz=100, ngf=64, ndf=64, n_classes=10, bn_affine=bn_affine)
     return TrainConfig("mnist", "train", 32, m, epochs=25)

@@ -98,6 +98,8 @@ class ImageTensorDataset(Dataset):
 
     def as_float(self, idx: torch.Tensor | slice | None = None) -> torch.Tensor:
         """A batch of images as float in [-1, 1] (all of them when ``idx`` is None)."""
+        if isinstance(idx, slice) and isinstance(self.images, LazyImages):
+            idx = torch.arange(len(self))[idx]  # a slice of a lazy set is a lazy view: decode its images here
         x = self.images if idx is None else self.images[idx]
         return x.float().div_(127.5).sub_(1.0)
 
@@ -528,8 +530,57 @@ LSUN_HOW = ("get it with the LSUN project's download.py (github.com/fyu/lsun: `p
             "and unzip it there")
 
 
+CELEBA_ATTR_FILE = "list_attr_celeba.txt"  # 40 binary attributes per image (1 / -1), from the CelebA site
+CELEBA_LANDMARK_FILE = "list_landmarks_align_celeba.txt"  # eyes, nose and mouth corners in the aligned images
+
+
+def _celeba_table(path: Path, what: str) -> tuple[list[str], dict[str, list[int]]]:
+    """CelebA's annotation format: a count line, a header of column names, then ``<file> v1 v2 ...`` lines."""
+    lines = path.read_text().splitlines()
+    try:
+        count, header = int(lines[0].split()[0]), lines[1].split()
+        rows = {}
+        for line in lines[2:]:
+            parts = line.split()
+            if parts:
+                rows[parts[0]] = [int(v) for v in parts[1:]]
+                if len(rows[parts[0]]) != len(header):
+                    raise ValueError(f"{parts[0]} has {len(parts) - 1} values for {len(header)} columns")
+    except (IndexError, ValueError) as e:
+        raise DatasetNotFoundError(f"{path} is not CelebA's {what} file ({e}); {CELEBA_HOW}") from e
+    if count != len(rows):
+        raise DatasetNotFoundError(f"{path} announces {count} images but lists {len(rows)}; {CELEBA_HOW}")
+    return header, rows
+
+
 def _celeba(split: str, image_size: int | None, root: Path) -> ImageTensorDataset:
-    return _folder_set("celeba", root / "celeba", split, image_size, 64, CELEBA_HOW)
+    """CelebA's aligned faces; with ``list_attr_celeba.txt`` (and the landmarks file) beside the images, each
+    image's 40 attributes (bools, e.g. ``Smiling``, ``Male``, ``Eyeglasses``) and ``yaw``, a head-turn proxy
+    from the landmarks: the nose's offset from the middle of the eyes over the eye distance (0 frontal; the
+    sign tells left from right). An image missing from a file present is an error."""
+    ds = _folder_set("celeba", root / "celeba", split, image_size, 64, CELEBA_HOW)
+    names = [Path(p).name for p in ds.attributes["path"]]
+    for fname, what in ((CELEBA_ATTR_FILE, "attribute"), (CELEBA_LANDMARK_FILE, "landmark")):
+        path = root / "celeba" / fname
+        if not path.exists():
+            continue
+        header, rows = _celeba_table(path, what)
+        missing = [n for n in names if n not in rows]
+        if missing:
+            raise DatasetNotFoundError(f"{path} has no line for {len(missing)} image(s), e.g. {missing[0]}; "
+                                       f"{CELEBA_HOW}, with its annotation files")
+        if what == "attribute":
+            for j, col in enumerate(header):
+                ds.attributes[col] = [rows[n][j] > 0 for n in names]
+        else:
+            col = {c: j for j, c in enumerate(header)}
+            yaw = []
+            for n in names:
+                r = rows[n]
+                lx, rx, nx = r[col["lefteye_x"]], r[col["righteye_x"]], r[col["nose_x"]]
+                yaw.append((nx - (lx + rx) / 2) / max(abs(rx - lx), 1))
+            ds.attributes["yaw"] = yaw
+    return ds
 
 
 def _imagefolder(split: str, image_size: int | None, root: Path, folder: Path | None = None) -> ImageTensorDataset:
@@ -615,9 +666,11 @@ _LOADERS: dict[str, tuple[Callable, tuple[str, ...]]] = {
     "mnist": (_mnist, ("train", "test")),
     "celeba": (_celeba, ("all", "train", "test")),
     "imagefolder": (_imagefolder, ("all", "train", "test")),
-    "lsun-bedroom": (_lsun_bedroom, ("train", "val")),
-    "imagenet32": (_imagenet32, ("train", "val")),
+    "lsun-bedroom": (_lsun_bedroom, ("train", "val", "test")),
+    "imagenet32": (_imagenet32, ("train", "val", "test")),
 }
+# Sets published without a test split: their validation images are the held-out ones every metric reads as "test"
+_TEST_IS_VAL = ("lsun-bedroom", "imagenet32")
 OFFLINE_DATASETS = ("fashion-mnist", "mnist-10k", "emoji", "emoji-google", "emoji-twitter")
 PAPER_DATASETS = ("lsun-bedroom", "celeba", "imagenet32", "cifar10", "svhn", "mnist")
 _DOWNLOADABLE = ("cifar10", "svhn", "mnist")
@@ -728,6 +781,8 @@ def load_dataset(name: str, split: str = "train", image_size: int | None = None,
     loader, splits = _LOADERS[name]
     if split not in splits:
         raise ValueError(f"data set {name!r} has splits {splits}, not {split!r}")
+    if split == "test" and name in _TEST_IS_VAL:
+        split = "val"
     root = Path(root) if root is not None else data_root()
     if name in OFFLINE_DATASETS:
         return _cached_offline(name, split, image_size, root, loader)

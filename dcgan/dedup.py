@@ -305,13 +305,17 @@ def duplicate_pairs(codes: np.ndarray, radius: int = 0, max_pairs: int = 50_000_
     multi-index hashing: split the 16 code bytes into ``radius + 1`` chunks;
     two codes within ``radius`` bits agree exactly on at least one chunk
     (pigeonhole), so candidates come from exact chunk buckets and are then
-    verified on the full code.
+    verified on the full code. Radii of 16 and more (more chunks than the
+    code has bytes) compare every pair, block by block: for sets of up to
+    ``BRUTE_MAX`` codes.
     """
     codes = _as_codes(codes)
-    if not 0 <= radius <= 15:
-        raise ValueError(f"radius must be in 0..15 (multi-index hashing over byte chunks), got {radius}")
+    if not 0 <= radius <= 128:
+        raise ValueError(f"radius must be in 0..128 (bits of the code), got {radius}")
     if len(codes) < 2:
         return np.zeros((0, 2), dtype=np.int64)
+    if radius > 15:
+        return _all_pairs_within(codes, radius)
     if radius == 0:
         p = pairs_from_labels(_exact_labels(codes), max_pairs)
     else:
@@ -320,6 +324,24 @@ def duplicate_pairs(codes: np.ndarray, radius: int = 0, max_pairs: int = 50_000_
                 for chunk in np.array_split(by, radius + 1, axis=1)]
         p = np.unique(np.concatenate(cand), axis=0)
         p = p[hamming(codes[p[:, 0]], codes[p[:, 1]]) <= radius]
+    return p[np.lexsort((p[:, 1], p[:, 0]))]
+
+
+BRUTE_MAX = 50_000  # codes compared pair by pair when the radius is too large for multi-index hashing
+
+
+def _all_pairs_within(codes: np.ndarray, radius: int, block: int = 2048) -> np.ndarray:
+    """Every pair (i < j) within ``radius``, by comparing all pairs (the fallback of :func:`duplicate_pairs`)."""
+    n = len(codes)
+    if n > BRUTE_MAX:
+        raise ValueError(f"radius {radius} needs every pair of the {n:,} codes compared (multi-index hashing covers "
+                         f"radii up to 15); that is kept to {BRUTE_MAX:,} codes: lower the radius")
+    out = []
+    for s in range(0, n, block):
+        i, j = np.nonzero(hamming(codes[s:s + block, None], codes[None, :]) <= radius)
+        keep = j > i + s
+        out.append(np.stack([i[keep] + s, j[keep]], 1))
+    p = np.concatenate(out).astype(np.int64)
     return p[np.lexsort((p[:, 1], p[:, 0]))]
 
 

@@ -52,6 +52,8 @@ __all__ = [
     "group_split",
     "fit_attribute_test",
     "classifier_test",
+    "face_labels",
+    "FACE_ARITHMETIC",
     "concept_scores",
     "shows_concept",
     "target_concept",
@@ -371,6 +373,42 @@ def classifier_test(name: str, net: nn.Module, classes: Sequence[str], batch_siz
 
 
 Concept = Mapping[str, str]  # attribute-test name -> required class, e.g. {"skin": "dark", "kind": "hand"}
+
+
+# The paper's face arithmetic (Fig. 7) in the labels of :func:`face_labels`: A - B + C should show the target.
+FACE_ARITHMETIC = {
+    "smile": ({"smile": "smiling", "sex": "woman"}, {"smile": "neutral", "sex": "woman"},
+              {"smile": "neutral", "sex": "man"}),  # smiling woman - neutral woman + neutral man = smiling man
+    "glasses": ({"glasses": "glasses", "sex": "man"}, {"glasses": "no glasses", "sex": "man"},
+                {"glasses": "no glasses", "sex": "woman"}),  # man with glasses - man + woman = woman with glasses
+}
+
+
+def face_labels(attributes: Mapping[str, Sequence], idx: Sequence[int] | None = None,
+                turned: float = 1 / 3) -> dict[str, list[str | None]]:
+    """CelebA's labels as the concepts of the paper's face experiments (Fig. 7, Fig. 8), per image of ``idx``.
+
+    ``smile`` (smiling / neutral, from ``Smiling``), ``sex`` (man / woman, ``Male``), ``glasses`` (glasses /
+    no glasses, ``Eyeglasses``) and ``pose`` from the landmarks' ``yaw`` (see :func:`dcgan.data.load_dataset`):
+    "left" for the ``turned`` share of images whose nose sits furthest left of the eyes' midpoint in the
+    image, "right" for the share furthest right, None (no label) for the faces in between.
+    """
+    need = {"Smiling", "Male", "Eyeglasses", "yaw"} - set(attributes)
+    if need:
+        raise KeyError(f"the face experiments need CelebA's annotations ({', '.join(sorted(need))} missing): put "
+                       "list_attr_celeba.txt and list_landmarks_align_celeba.txt beside img_align_celeba/")
+    if not 0 < turned <= 0.5:
+        raise ValueError(f"turned must be a share in (0, 0.5], got {turned}")
+    idx = list(range(len(attributes["yaw"]))) if idx is None else [int(i) for i in idx]
+
+    def two(col: str, yes: str, no: str) -> list[str | None]:
+        return [yes if attributes[col][i] else no for i in idx]
+
+    yaw = np.asarray([attributes["yaw"][i] for i in idx], dtype=float)
+    lo, hi = np.quantile(yaw, [turned, 1 - turned]) if len(yaw) else (0.0, 0.0)
+    pose = ["left" if y <= lo and y < hi else "right" if y >= hi and y > lo else None for y in yaw]
+    return {"smile": two("Smiling", "smiling", "neutral"), "sex": two("Male", "man", "woman"),
+            "glasses": two("Eyeglasses", "glasses", "no glasses"), "pose": pose}
 
 
 def _check_concept(concept: Concept, tests: Mapping[str, AttributeTest]) -> None:

@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checkpoints import atomic_save  # atomic + fsync; one implementation for every cache file
+from .config import tiny
 from .paths import runs_root
 from .precision import autocast, default_device
 
@@ -168,6 +169,8 @@ def classifier_spec(dataset: str, image_size: int, profile: str) -> ClassifierSp
         return ClassifierSpec(dataset, image_size, subset=2560, epochs=1, batch_size=64)
     if profile == "book":
         return ClassifierSpec(dataset, image_size, subset=20000, epochs=1)
+    if tiny():  # the paper profile's code paths at toy scale (tests only)
+        return ClassifierSpec(dataset, image_size, subset=None, epochs=1, batch_size=8)
     return ClassifierSpec(dataset, image_size, subset=None, epochs=5, width=32, feature_dim=128)
 
 
@@ -463,6 +466,8 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, subset_size: 
 
 
 def _kth_radius(x: torch.Tensor, k: int) -> torch.Tensor:
+    if len(x) <= k:
+        raise ValueError(f"k-nearest-neighbour metrics with k={k} need more than {k} images on each side, got {len(x)}")
     d = torch.cdist(x, x)
     return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
 
@@ -597,14 +602,24 @@ def evaluate(images: torch.Tensor, dataset: str, image_size: int, profile: str =
     real_f = real_features(fx, dataset, image_size, "test", n_real)
     fake_f = extract_features(fx, images)
     out = _metrics(real_f, fake_f, kid_subset)
-    if fx.kind == "domain":
-        clf = fx.net
+    clf = fx.net if fx.kind == "domain" else None
+    if clf is None and _labelled(dataset, image_size):
+        # Inception features (paper): the class counts still come from the data set's own classifier
+        clf = domain_classifier(dataset, image_size, profile, progress=False)
+    if clf is not None:
         with torch.no_grad(), _autocast():
             logits = torch.cat([clf(images[i:i + 500].to(_device(), memory_format=torch.channels_last)).float().cpu()
                                 for i in range(0, len(images), 500)])
         out.update(_class_stats(logits, min_share))
     out.update(n_fake=len(images), n_real=len(real_f), features=fx.name)
     return out
+
+
+def _labelled(dataset: str, image_size: int) -> bool:
+    """True when the data set has classes to count (CIFAR-10, SVHN, MNIST, ...; not LSUN or CelebA)."""
+    from .data import load_dataset
+
+    return len(load_dataset(dataset, "test", image_size).classes) > 1
 
 
 def real_floor(dataset: str, image_size: int, profile: str = "book", n_fake: int = 2000, n_real: int | None = 2000,

@@ -448,9 +448,9 @@ def _rows(results: list[Result], claims: tuple[Claim, ...], allowed: tuple[str, 
                     matched.append(r)
         gate_verdict, gate_text = _gate(c, f)
         ruled = c.rule(f) if matched else NOT_RUN  # a rule says "not run" when the claim's own results are missing
-        if matched and c.data_bound and not any(on_paper_data(r) for r in matched):
-            # before the rule: a stand-in's numbers answer "needs the paper's data" even where the rule's own
-            # result is one that only the paper profile records (§5.2's authors' protocol)
+        if c.data_bound and not any(on_paper_data(r) for r in matched):
+            # before the rule: a stand-in's numbers (or none: a claim only the paper's data can test) answer "needs
+            # the paper's data", even where the rule's own result is one only the paper profile records (§5.2)
             verdict, gate_text = PAPER_DATA_NEEDED, ""
         elif ruled == NOT_RUN:
             verdict, gate_text = NOT_RUN, ""
@@ -464,12 +464,13 @@ def _rows(results: list[Result], claims: tuple[Claim, ...], allowed: tuple[str, 
         if matched and gate_text:
             ours = f"{ours}; {gate_text}" if ours else gate_text
         rows.append(dict(section=c.section, claim=c.text, paper=c.paper, ours=ours or "–", behind=behind or "–",
-                         verdict=verdict))
+                         verdict=verdict, measured=bool(matched)))
     return rows
 
 
 def claim_rows(results: list[Result], claims: tuple[Claim, ...] = CLAIMS) -> list[dict]:
-    """One dict per claim of the paper: section, claim, paper, ours, behind (data/profile), verdict."""
+    """One dict per claim of the paper: section, claim, paper, ours, behind (data/profile), verdict, and
+    measured (whether any of its results was recorded)."""
     return _rows(results, claims, VERDICTS)
 
 
@@ -608,7 +609,7 @@ def chapter_verdicts(results: Iterable[Result]) -> str:
     results = list(results)
     lines = []
     for r in claim_rows(results):
-        if r["verdict"] == NOT_RUN:
+        if not r["measured"]:  # a claim these results do not bear on (not run, or only the paper's data can test it)
             continue
         lines.append(f"- **{r['section']}** {r['claim']}: **{r['verdict']}** ({r['ours']}).")
     return "\n".join(lines) if lines else "No claim of the paper is decided by this chapter's results."
@@ -635,7 +636,7 @@ def at_a_glance(results: Iterable[Result]) -> str:
         lines.append(f"- Quality gate of `{model}` ({r.dataset}): **{'passes' if ok else 'fails'}**{nums}"
                      + ("" if ok else "; no verdict is drawn from it") + ".")
     for row in claim_rows(results) + check_rows(results):
-        if row["verdict"] == NOT_RUN:
+        if not row["measured"]:
             continue
         first = row["ours"].split("; ")[0]
         lines.append(f"- **{row['verdict']}**: {row['section']} {row['claim']} ({first}).")
@@ -656,8 +657,8 @@ the chapters recorded when they were last executed (profile and data in the fift
 with a 95% interval is shown as "value [low, high]". The order of the checks behind a verdict:
 
 1. **not run**: no chapter recorded a matching result;
-2. **needs the paper's data**: the claim is a number on a data set we ran a stand-in for (run the
-   chapter with `--profile paper`);
+2. **needs the paper's data**: the claim is a number on a data set we ran a stand-in for, or one
+   that only the paper's data can test (run the chapter with `--profile paper`);
 3. a claim about what a trained model does first checks that model's *quality gate* (recorded by
    the chapter as `<model>_gate`): **inconclusive: model below the quality gate** (its numbers are
    shown) or **inconclusive: no quality gate recorded**;

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 N = 20  # images per split in every fixture set
+CELEBA_N = 50  # CelebA has no split of its own (every tenth image is test): 5 test faces, enough for k-NN metrics
 
 
 def pytest_configure(config):
@@ -67,8 +68,8 @@ def write_mnist_10k(root: Path, per_digit: int = 20) -> None:
         (d / f"{digit}.json").write_text(json.dumps({"data": np.round(x, 4).tolist()}))
 
 
-def write_emoji(root: Path) -> None:
-    """emoji-datasource-<vendor>: emoji.json + 64/<image>.png (RGBA), one person emoji with skin tones."""
+def write_emoji(root: Path, n: int = 12) -> None:
+    """emoji-datasource-<vendor>: emoji.json + 64/<image>.png (RGBA), every fourth emoji with skin tones."""
     from PIL import Image
 
     for vendor in ("google", "twitter"):
@@ -77,8 +78,9 @@ def write_emoji(root: Path) -> None:
         meta = []
         cats = [("Smileys & Emotion", "face-smiling"), ("Animals & Nature", "animal-mammal"),
                 ("People & Body", "hand-fingers-open"), ("Flags", "country-flag")]
-        for i in range(12):
+        for i in range(n):
             cat, sub = cats[i % len(cats)]
+            sub = "person-gesture" if i % 8 == 6 else sub  # person emoji beside the hands (chapter 06's concepts)
             uni = f"1F6{i:02X}"
             e = {"unified": uni, "image": f"{uni.lower()}.png", "short_name": f"e{i}", "name": f"EMOJI {i}",
                  "category": cat, "subcategory": sub, f"has_img_{vendor}": True}
@@ -144,6 +146,24 @@ def write_image_folder(folder: Path, n: int = N, size: tuple[int, int] = (48, 40
             Image.fromarray(img).save(sub / f"{j:06d}.{ext}")
 
 
+CELEBA_ATTRS = ["Eyeglasses", "Male", "Smiling", "Young"]  # 4 of CelebA's 40 columns, in its file format
+
+
+def write_celeba(root: Path, n: int = N) -> None:
+    """CelebA: img_align_celeba/<6 digits>.jpg (178 x 218) + list_attr_celeba.txt + list_landmarks_align_celeba.txt."""
+    d = root / "celeba"
+    write_image_folder(d, n=n, size=(178, 218), classes=("img_align_celeba",))
+    names = [f"{j:06d}.jpg" for j in range(n)]
+    rng = np.random.default_rng(60)
+    attrs = [" ".join(CELEBA_ATTRS)] + [
+        f"{name} " + " ".join(str(v) for v in rng.choice([-1, 1], len(CELEBA_ATTRS))) for name in names]
+    (d / "list_attr_celeba.txt").write_text(f"{n}\n" + "\n".join(attrs) + "\n")
+    head = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
+    marks = [head] + [f"{name} 69 109 106 113 {int(v)} 142 73 152 108 154" for name, v in
+                      zip(names, rng.integers(70, 106, n))]
+    (d / "list_landmarks_align_celeba.txt").write_text(f"{n}\n" + "\n".join(marks) + "\n")
+
+
 def write_lsun(root: Path, n: int = N) -> None:
     """LSUN's lmdb: key = image id (bytes), value = the encoded (webp/jpeg) image; bedroom_{train,val}_lmdb."""
     import lmdb
@@ -161,16 +181,21 @@ def write_lsun(root: Path, n: int = N) -> None:
         env.close()
 
 
-def fixture_data(root: Path) -> Path:
-    """Every source dcgan.data reads, tiny, in its real format, under ``root``."""
+def fixture_data(root: Path, emoji_n: int = 12, svhn_n: int = N, fashion_n: int = N) -> Path:
+    """Every source dcgan.data reads, tiny, in its real format, under ``root``.
+
+    ``emoji_n``, ``svhn_n`` and ``fashion_n`` enlarge the sets whose chapters split them most finely
+    (attribute tests on halves of the emoji and of Fashion-MNIST, label draws outside SVHN's validation
+    split): the paper-profile chapter tests.
+    """
     root.mkdir(parents=True, exist_ok=True)
-    write_fashion_mnist(root)
+    write_fashion_mnist(root, fashion_n)
     write_mnist_10k(root)
-    write_emoji(root)
+    write_emoji(root, emoji_n)
     write_cifar10(root)
-    write_svhn(root)
+    write_svhn(root, svhn_n)
     write_mnist(root)
-    write_image_folder(root / "celeba", classes=("img_align_celeba",))
+    write_celeba(root, CELEBA_N)
     write_image_folder(root / "imagefolder", classes=())
     write_image_folder(root / "imagenet" / "train", size=(40, 56), classes=("n01440764", "n01443537"))
     write_image_folder(root / "imagenet" / "val", size=(40, 56), classes=("n01440764", "n01443537"), n=5)

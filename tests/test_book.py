@@ -61,9 +61,10 @@ def test_chapter_follows_conventions(nb_path: Path):
     for line in params[0].source.splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             declared.add(line.split("=", 1)[0].strip())
-    for profile in book.PROFILES:
-        unknown = set(book.chapter_params(nb_path.stem, profile)) - declared
-        assert not unknown, f"params/{nb_path.stem}.yaml[{profile}] sets {unknown}, not in the parameters cell"
+    for profile, tiny in [(p, False) for p in book.PROFILES] + [("paper", True)]:
+        unknown = set(book.chapter_params(nb_path.stem, profile, tiny=tiny)) - declared
+        assert not unknown, f"params/{nb_path.stem}.yaml[{'tiny' if tiny else profile}] sets {unknown}, " \
+                            "not in the parameters cell"
     # set-up code one click away, not in the reader's path: the parameters and set-up cells fold (hide-input)
     setup = [c for c in nb.cells if c.cell_type == "code" and "setup_chapter(" in c.source]
     assert len(setup) == 1, "exactly one code cell calls setup_chapter"
@@ -88,9 +89,10 @@ def test_figures_are_numbered_and_referenced(nb_path: Path):
     assert len(names) == md.count("{glue:figure}"), "every {glue:figure} has a :name: line right below it"
     for name in names:
         assert f"{{numref}}`{name}`" in md, f"figure {name} is not cited as {{numref}}`{name}` in the prose"
-    # the paper-set samples of chapter 00 exist only under the paper profile; a glued figure would not build
-    loose = code.count("plt.show()") - (1 if nb_path.stem == "00_data" else 0)
-    assert loose == 0, "glue the figure and give it a {glue:figure} with :name: and a caption instead of plt.show()"
+    # (a figure that only the paper profile draws, which a glued figure could not be, goes through show_figure with
+    # its caption)
+    assert code.count("plt.show()") == 0, \
+        "glue the figure and give it a {glue:figure} with :name: and a caption instead of plt.show()"
 
 
 def test_injected_parameters_fold_like_the_parameters_cell(tmp_path):
@@ -134,6 +136,11 @@ def test_chapter_params(tmp_path):
     assert book.chapter_params("02_none", "book", tmp_path) == {"profile": "book"}
     with pytest.raises(ValueError, match="unknown profile"):
         book.chapter_params("01_x", "fast", tmp_path)
+    (tmp_path / "04_t.yaml").write_text("paper: {epochs: 25, n: 100}\ntiny: {epochs: 1}\n")
+    assert book.chapter_params("04_t", "paper", tmp_path, tiny=True) == {"epochs": 1, "n": 100, "profile": "paper"}
+    assert book.chapter_params("04_t", "paper", tmp_path) == {"epochs": 25, "n": 100, "profile": "paper"}
+    with pytest.raises(ValueError, match="--tiny shrinks the paper profile only"):
+        book.chapter_params("04_t", "smoke", tmp_path, tiny=True)
     (tmp_path / "03_bad.yaml").write_text("smoek: {epochs: 1}\n")
     with pytest.raises(ValueError, match="top-level keys must be profiles"):
         book.chapter_params("03_bad", "smoke", tmp_path)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import N, fixture_data, write_image_folder
+from conftest import CELEBA_N, N, fixture_data, write_image_folder
 from dcgan import data
 from dcgan.data import DatasetNotFoundError, LazyImages, UnknownDatasetError, load_dataset
 
@@ -23,7 +24,7 @@ EXPECTED = {
     "cifar10": ("train", 5 * N, 3, 32, 10, True),
     "svhn": ("train", N, 3, 32, 10, True),
     "mnist": ("train", N, 1, 32, 10, True),
-    "celeba": ("all", N, 3, 64, 1, False),
+    "celeba": ("all", CELEBA_N, 3, 64, 1, False),
     "imagefolder": ("all", N, 3, 64, 1, False),
     "lsun-bedroom": ("train", N, 3, 64, 0, False),
     "imagenet32": ("train", 2 * N, 3, 32, 2, False),
@@ -86,8 +87,11 @@ def test_splits(data_dir):
     assert len(emoji_train) + len(emoji_test) == len(load_dataset("emoji", "all"))
     assert not set(emoji_train.attributes["base"]) & set(emoji_test.attributes["base"])
     a, tr, te = (load_dataset("celeba", s) for s in ("all", "train", "test"))
-    assert len(tr) + len(te) == len(a) and len(te) == N // 10
+    assert len(tr) + len(te) == len(a) and len(te) == CELEBA_N // 10
     assert len(load_dataset("imagenet32", "val")) == 10 and len(load_dataset("lsun-bedroom", "val")) == N
+    for name in ("imagenet32", "lsun-bedroom"):  # no test split published: "test" reads the validation images
+        assert torch.equal(load_dataset(name, "test", 32).as_float(slice(0, 3)),
+                           load_dataset(name, "val", 32).as_float(slice(0, 3)))
     assert len(load_dataset("svhn", "extra", download=False)) == N
     assert len(load_dataset("cifar10", "test", download=False)) == N
     with pytest.raises(ValueError, match="splits"):
@@ -96,6 +100,7 @@ def test_splits(data_dir):
 
 def test_lazy_images_index_like_a_uint8_tensor(data_dir):
     ds = load_dataset("lsun-bedroom", "train", image_size=32)
+    assert torch.equal(ds.as_float(slice(2, 5)), ds.as_float(torch.tensor([2, 3, 4])))  # batches by slice too
     imgs = ds.images
     assert isinstance(imgs, LazyImages) and imgs.shape == (N, 3, 32, 32) and len(imgs) == N
     batch = imgs[torch.tensor([1, 2, 3])]
@@ -235,6 +240,43 @@ def test_corrupt_image_in_a_streamed_set(fixture_data_root, tmp_path):
     (root / "lsun" / "bedroom_train_lmdb" / "data.mdb").write_bytes(b"garbage" * 100)
     with pytest.raises(DatasetNotFoundError, match="lsun-bedroom.*not a readable lmdb"):
         load_dataset("lsun-bedroom", "train", root=root)
+
+
+def test_celeba_attributes_and_pose_follow_the_images(fixture_data_root, tmp_path):
+    from conftest import CELEBA_ATTRS
+
+    root = fixture_data_root
+    lines = (root / "celeba" / "list_attr_celeba.txt").read_text().splitlines()[2:]
+    want = {ln.split()[0]: [int(v) > 0 for v in ln.split()[1:]] for ln in lines}
+    for split in ("all", "train", "test"):
+        ds = load_dataset("celeba", split, root=root)
+        names = [Path(p).name for p in ds.attributes["path"]]
+        for j, col in enumerate(CELEBA_ATTRS):  # each image carries its own row, whatever the split
+            assert ds.attributes[col] == [want[n][j] for n in names]
+        assert len(ds.attributes["yaw"]) == len(ds)
+    sub = ds.subset([1, 0])
+    assert sub.attributes["Smiling"] == [ds.attributes["Smiling"][1], ds.attributes["Smiling"][0]]
+    # yaw: the nose's offset from the eyes' midpoint (87.5) over the eye distance (37) in the landmarks file
+    marks = (root / "celeba" / "list_landmarks_align_celeba.txt").read_text().splitlines()[2:]
+    nose = {ln.split()[0]: int(ln.split()[5]) for ln in marks}
+    a = load_dataset("celeba", "all", root=root)
+    assert a.attributes["yaw"] == pytest.approx([(nose[Path(p).name] - 87.5) / 37 for p in a.attributes["path"]])
+
+
+def test_celeba_annotation_errors_name_the_file(fixture_data_root, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(fixture_data_root / "celeba", root / "celeba")
+    attr = root / "celeba" / "list_attr_celeba.txt"
+    text = attr.read_text().splitlines()
+    attr.write_text("\n".join([str(len(text) - 3)] + text[1:-1]) + "\n")  # the last image's line is gone
+    with pytest.raises(DatasetNotFoundError, match="list_attr_celeba.txt has no line for 1 image"):
+        load_dataset("celeba", "all", root=root)
+    attr.write_text("\n".join(text[:2] + [text[2] + " 1"] + text[3:]) + "\n")  # one value too many
+    with pytest.raises(DatasetNotFoundError, match="not CelebA's attribute file"):
+        load_dataset("celeba", "all", root=root)
+    attr.unlink()  # without the files: the images alone, no attributes
+    (root / "celeba" / "list_landmarks_align_celeba.txt").unlink()
+    assert set(load_dataset("celeba", "all", root=root).attributes) == {"path"}
 
 
 def test_status_and_splits(data_dir, tmp_path):

@@ -86,7 +86,9 @@ def test_bad_codes_and_radius():
     with pytest.raises(ValueError, match="packed"):
         D.group(np.zeros((3, 16), dtype=np.uint8))
     with pytest.raises(ValueError, match="radius"):
-        D.duplicate_pairs(random_codes(8), radius=16)
+        D.duplicate_pairs(random_codes(8), radius=-1)
+    with pytest.raises(ValueError, match="lower the radius"):  # every pair of a large set: refused, not hours
+        D.duplicate_pairs(random_codes(D.BRUTE_MAX + 1), radius=16)
 
 
 def test_exact_byte_groups():
@@ -319,3 +321,17 @@ def test_held_out_chooses_on_one_half_and_scores_the_other():
     assert other.score_half == 0 and other.hash == D.score_at(s.halves[0]["hash"], other.radius)
     kinds = s.per_kind_recall(128, 1.0, half=1)
     assert all(v["hash"] == 1.0 for v in kinds.values())
+
+
+def test_duplicate_pairs_beyond_radius_15_compares_every_pair():
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2**63, size=(40, 2), dtype=np.uint64)
+    flips = rng.integers(0, 2**63, size=(40, 2), dtype=np.uint64) & rng.integers(0, 2**63, size=(40, 2), dtype=np.uint64)
+    codes = np.concatenate([base, base ^ flips])  # copies some 30 bits away from their source
+    d = D.hamming(codes[:, None], codes[None, :])
+    for radius in (12, 15, 16, 40):  # multi-index hashing up to 15, every pair beyond: the same definition
+        i, j = np.nonzero(np.triu(d <= radius, 1))
+        want = np.stack([i, j], 1)
+        assert np.array_equal(D.duplicate_pairs(codes, radius), want), radius
+    with pytest.raises(ValueError, match="0..128"):
+        D.duplicate_pairs(codes, 129)

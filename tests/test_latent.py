@@ -182,3 +182,19 @@ def test_generate_and_classifier_tests_take_inputs_on_any_device():
     assert L.classifier_features(clf, bf16=False)(imgs).shape == (4, clf.num_features)
     p = L.classifier_test("digit", clf, [str(i) for i in range(10)]).proba(imgs)
     assert p.shape == (4, 10) and np.allclose(p.sum(1), 1, atol=1e-4)
+
+
+def test_face_labels_from_celeba_annotations():
+    attrs = {"Smiling": [True, False, True, False, True, False], "Male": [True, True, False, False, True, False],
+             "Eyeglasses": [False, False, False, True, False, False], "yaw": [-0.3, -0.1, 0.0, 0.05, 0.2, 0.4]}
+    lab = L.face_labels(attrs)
+    assert lab["smile"] == ["smiling", "neutral", "smiling", "neutral", "smiling", "neutral"]
+    assert lab["sex"] == ["man", "man", "woman", "woman", "man", "woman"]
+    assert lab["glasses"][3] == "glasses" and lab["glasses"].count("glasses") == 1
+    assert lab["pose"] == ["left", "left", None, None, "right", "right"]  # the outer thirds of yaw
+    assert L.face_labels(attrs, idx=[5, 0])["pose"] == ["right", "left"]  # quantiles of the images asked for
+    for concepts in L.FACE_ARITHMETIC.values():  # every concept of the paper's equations is a label here
+        for c in concepts:
+            assert all(v in set(lab[k]) for k, v in c.items())
+    with pytest.raises(KeyError, match="list_attr_celeba.txt"):
+        L.face_labels({"Smiling": [True]})

@@ -84,7 +84,11 @@ def test_combine(verdicts, want):
 
 def test_no_results_means_every_claim_not_run():
     rows = report.claim_rows([])
-    assert len(rows) == len(report.CLAIMS) and {r["verdict"] for r in rows} == {NOT_RUN}
+    bound = {c.text for c in report.CLAIMS if c.data_bound}
+    assert len(rows) == len(report.CLAIMS) and not any(r["measured"] for r in rows)
+    # a claim only the paper's data can decide says so even before anything ran; every other one is "not run"
+    assert {r["verdict"] for r in rows if r["claim"] in bound} == {PAPER_DATA_NEEDED}
+    assert {r["verdict"] for r in rows if r["claim"] not in bound} == {NOT_RUN}
     assert {r["verdict"] for r in report.check_rows([])} == {NOT_RUN}
 
 
@@ -95,7 +99,7 @@ def test_implementation_checks_are_not_claims(tmp_path):
     results = load_results(tmp_path)
     checks = {r["claim"][:20]: r["verdict"] for r in report.check_rows(results)}
     assert list(checks.values()) == ["passes", "fails"]
-    assert {r["verdict"] for r in report.claim_rows(results)} == {NOT_RUN}  # neither is a claim of the paper
+    assert not any(r["measured"] for r in report.claim_rows(results))  # neither is a claim of the paper
     assert not any(c.patterns[0] in ("guidelines_hold", "init_std") for c in report.CLAIMS)
     res.record("init_std", 0.0205, dataset="-", paper=0.02)
     assert [r["verdict"] for r in report.check_rows(load_results(tmp_path))] == ["passes", "passes"]
@@ -112,7 +116,9 @@ def test_results_page_has_both_tables_and_tallies_claims_only(tmp_path):
     row = "| §4 | Our weights are initialised from N(0, 0.02) | std 0.02 | init_std = 0.05 | - (smoke) | **fails** |"
     assert row in checks
     assert "guidelines" not in claims.split("## The paper's claims")[1]
-    assert f"Tally of the paper's claims: {len(report.CLAIMS)} not run." in claims  # the checks are not counted
+    n_bound = sum(c.data_bound for c in report.CLAIMS)  # the checks are not counted
+    assert f"Tally of the paper's claims: {n_bound} needs the paper's data, {len(report.CLAIMS) - n_bound} not run." \
+        in claims
     assert "| 01_architecture | init_std | 0.05 | 0.02 |" in numbers
 
 
