@@ -218,18 +218,9 @@ def snapshot_metrics(run: Run, epochs: list[int] | None = None, *, pr_epochs: li
     Every epoch is sampled with the same noise (``seed``), so the curve shows
     the model changing, not the sample changing.
     """
-    cfg = run.config
     n_fake, n_real = _sizes(profile, n_fake, n_real)
-    fx, real_f = _features(cfg, profile, n_real)
-    epochs = run.snapshot_epochs() if epochs is None else epochs
-    out = []
-    for e in epochs:
-        fake_f = _fake_features(fx, run.generator(epoch=e), n_fake, seed)
-        row = {"epoch": e, "fid": M.fid(real_f, fake_f)}
-        if pr_epochs and e in pr_epochs:
-            row["precision"], row["recall"] = M.precision_recall(real_f, fake_f)
-        out.append(row)
-    return out
+    fx, real_f = _features(run.config, profile, n_real)
+    return M.snapshot_curve(run, fx, real_f, n_fake, seed=seed, epochs=epochs, pr_epochs=pr_epochs or ())
 
 
 @lru_cache(maxsize=16)

@@ -63,6 +63,7 @@ __all__ = [
     "real_features",
     "real_floor",
     "fid_per_epoch",
+    "snapshot_curve",
     "nearest_neighbour_error",
     "nearest_neighbour_wrong",
     "nn_error_curve",
@@ -632,22 +633,48 @@ def real_floor(dataset: str, image_size: int, profile: str = "book", n_fake: int
     return evaluate(train.as_float(idx), dataset, image_size, profile, n_real, features, min_share, kid_subset)
 
 
+def snapshot_curve(run, fx: FeatureExtractor, real_f: torch.Tensor, n: int, *, seed: int = 0,
+                   epochs=None, kid_subset: int | None = None, pr_epochs=()) -> list[dict]:
+    """Sample quality of a run's generator at each snapshot epoch (all by default), the one loop behind every curve.
+
+    Every epoch is sampled with the same noise (``seed``), so the curve shows the model changing, not the
+    sample. Each row has ``epoch``, ``step`` and ``fid``; ``kid`` with ``kid_subset`` (its subset size);
+    ``precision`` and ``recall`` at the epochs in ``pr_epochs``. A snapshot whose samples are not finite
+    (a diverged G) gets NaN instead of an error. Used by :mod:`dcgan.gate` (the quality gate's
+    convergence test), :mod:`dcgan.stability` (chapter 08's curves) and :func:`fid_per_epoch`.
+    """
+    steps_per_epoch = getattr(run, "info", {}).get("steps_per_epoch", 0)
+    out = []
+    for epoch in run.snapshot_epochs() if epochs is None else epochs:
+        x = sample_images(run.generator(epoch=epoch), n, seed)
+        row = {"epoch": epoch, "step": epoch * steps_per_epoch}
+        if not bool(torch.isfinite(x).all()):
+            row["fid"] = math.nan
+            if kid_subset:
+                row["kid"] = math.nan
+        else:
+            f = extract_features(fx, x)
+            row["fid"] = fid(real_f, f)
+            if kid_subset:
+                row["kid"] = kid(real_f, f, subset_size=kid_subset)[0]
+            if epoch in pr_epochs:
+                row["precision"], row["recall"] = precision_recall(real_f, f)
+        out.append(row)
+    return out
+
+
 def fid_per_epoch(run, n: int = 1000, profile: str = "book", n_real: int | None = 2000, seed: int = 0,
                   features: str | None = None) -> list[dict]:
-    """FID (and KID) of every per-epoch generator snapshot of a ``dcgan.train.Run``.
+    """FID (and KID) of every per-epoch generator snapshot of a ``dcgan.train.Run`` (:func:`snapshot_curve`).
 
-    Returns ``[{"epoch": k, "fid": ..., "kid": ...}, ...]`` for every epoch
+    Returns ``[{"epoch": k, "step": ..., "fid": ..., "kid": ...}, ...]`` for every epoch
     with a snapshot; samples use the same noise at every epoch.
     """
     cfg = run.config
     fx = feature_extractor(cfg.dataset, cfg.image_size, profile, features)
     real_f = real_features(fx, cfg.dataset, cfg.image_size, "test", n_real)
-    out = []
     epochs = run.snapshot_epochs() if hasattr(run, "snapshot_epochs") else range(1, int(run.epochs_done) + 1)
-    for epoch in epochs:
-        fake_f = extract_features(fx, sample_images(run.generator(epoch=epoch), n, seed))
-        out.append({"epoch": epoch, "fid": fid(real_f, fake_f), "kid": kid(real_f, fake_f)[0]})
-    return out
+    return snapshot_curve(run, fx, real_f, n, seed=seed, epochs=epochs, kid_subset=1000)
 
 
 # ------------------------------------------------- §8.1: nearest neighbours

@@ -155,18 +155,9 @@ def _finite(x: torch.Tensor) -> bool:
 
 
 def fid_curve(run: Run, fx: M.FeatureExtractor, real_f: torch.Tensor, n: int, seed: int = 0) -> list[dict]:
-    """FID and KID of every epoch snapshot of ``run`` (same noise each time); NaN where G's output is not finite."""
-    out = []
-    steps_per_epoch = run.info.get("steps_per_epoch", 0)
-    for epoch in run.snapshot_epochs():
-        x = M.sample_images(run.generator(epoch=epoch), n, seed)
-        if _finite(x):
-            f = M.extract_features(fx, x)
-            out.append({"epoch": epoch, "step": epoch * steps_per_epoch, "fid": M.fid(real_f, f),
-                        "kid": M.kid(real_f, f, subset_size=min(500, n))[0]})
-        else:
-            out.append({"epoch": epoch, "step": epoch * steps_per_epoch, "fid": math.nan, "kid": math.nan})
-    return out
+    """FID and KID of every epoch snapshot of ``run`` (same noise each time); NaN where G's output is not finite
+    (:func:`dcgan.metrics.snapshot_curve`)."""
+    return M.snapshot_curve(run, fx, real_f, n, seed=seed, kid_subset=min(500, n))
 
 
 def count_rises(values: list[float], rise: float = 0.25) -> int:
