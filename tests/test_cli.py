@@ -165,3 +165,10 @@ def test_data_refuses_sizes_the_models_refuse(tmp_path, capsys, monkeypatch):
         assert capsys.readouterr().err.startswith("error: --image-size must be a power of two >= 16")
     assert main(["data", "nonsense"]) == 2
     assert "unknown data set 'nonsense'" in capsys.readouterr().err
+
+
+def test_book_tiny_needs_the_paper_profile(capsys):
+    assert main(["book", "--tiny", "--only", "01", "--no-build"]) == 2  # before anything runs
+    err = capsys.readouterr().err
+    assert "--tiny shrinks the paper profile only; add --profile paper (got --profile book)" in err
+    assert "Traceback" not in err
