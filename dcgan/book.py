@@ -97,6 +97,12 @@ def chapter_notebooks(only: list[str] | None = None, notebooks_dir: Path = NOTEB
     return picked
 
 
+def check_tiny(profile: str, tiny: bool) -> None:
+    """``--tiny`` shrinks the paper profile only: a ValueError in the CLI's words otherwise."""
+    if tiny and profile != "paper":
+        raise ValueError(f"--tiny shrinks the paper profile only; add --profile paper (got --profile {profile})")
+
+
 def chapter_params(chapter: str, profile: str, params_dir: Path = PARAMS_DIR, tiny: bool = False) -> dict:
     """The papermill parameters of ``chapter`` under ``profile`` (plus ``profile`` itself).
 
@@ -107,8 +113,7 @@ def chapter_params(chapter: str, profile: str, params_dir: Path = PARAMS_DIR, ti
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-    if tiny and profile != "paper":
-        raise ValueError(f"--tiny shrinks the paper profile only; got --profile {profile}")
+    check_tiny(profile, tiny)
     path = Path(params_dir) / f"{chapter}.yaml"
     table = {}
     if path.exists():
@@ -190,11 +195,22 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
     os.environ["DCGAN_RESULTS_DIR"] = str(out_dir)  # inherited by the papermill kernels
     from .config import TINY_ENV
 
-    chapter_params(nbs[0].stem, profile, params_dir, tiny)  # --tiny without --profile paper: say so before running
+    check_tiny(profile, tiny)  # before anything runs
+    # the flag alone decides what the kernels see (a stray variable never shrinks a real run), and only while they
+    # run: this process's own presets keep their scale afterwards
+    before = os.environ.pop(TINY_ENV, None)
     if tiny:
         os.environ[TINY_ENV] = "1"
-    else:
-        os.environ.pop(TINY_ENV, None)  # the flag alone decides: a stray variable never shrinks a real run
+    try:
+        return _execute_each(nbs, out_dir, profile, params_dir, log_output, keep_going, tiny)
+    finally:
+        os.environ.pop(TINY_ENV, None)
+        if before is not None:
+            os.environ[TINY_ENV] = before
+
+
+def _execute_each(nbs: list[Path], out_dir: Path, profile: str, params_dir: Path, log_output: bool, keep_going: bool,
+                  tiny: bool) -> list[ChapterRun]:
     # The `python3` kernel must be this environment's Python, even if the user registered another one.
     venv_kernels = str(Path(sys.prefix) / "share" / "jupyter")
     if venv_kernels not in os.environ.get("JUPYTER_PATH", "").split(os.pathsep):

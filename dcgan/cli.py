@@ -50,11 +50,12 @@ def add_book_parser(sub) -> None:
 
 
 def _cmd_book(args) -> int:
-    from .book import ChapterFailed, run_book
+    from .book import ChapterFailed, check_tiny, run_book
 
-    if args.tiny and args.profile != "paper":
-        print(f"error: --tiny shrinks the paper profile only; add --profile paper (got --profile {args.profile})",
-              file=sys.stderr)
+    try:
+        check_tiny(args.profile, args.tiny)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         run_book(args.profile, only=args.only, out_dir=args.out, build=not args.no_build,

@@ -41,6 +41,7 @@ __all__ = [
     "edge_magnitude",
     "map_correlation",
     "saliency_image",
+    "saliency_comparison",
     "hue_mask",
     "brightness_mask",
     "block_features",
@@ -217,6 +218,29 @@ def edge_magnitude(images: torch.Tensor) -> torch.Tensor:
     gy = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), kx.transpose(2, 3))
     return (gx**2 + gy**2).sqrt()
 
+
+
+def saliency_comparison(D: Discriminator, D_random: Discriminator, images: torch.Tensor, channels: Sequence[int],
+                        k: int) -> dict:
+    """Fig. 5 for a trained D beside a random-filter one, and the numbers the figure stands for.
+
+    For each D (``"trained"``, ``"random"``): its top ``k`` responses per channel over ``images``
+    (:func:`top_responses`), those images, guided backpropagation of each response through that D
+    (``grad``) and through the other D for the same units (``grad_other``), and the mean correlation of
+    its saliency with the images' edges (``edge_corr``). ``trained_vs_random``: the mean correlation of
+    the two Ds' saliency for the trained D's units.
+    """
+    out: dict = {}
+    for tag, net, other in (("trained", D, D_random), ("random", D_random, D)):
+        r = top_responses(net, images, channels, k)
+        imgs = images[r.index.flatten()]
+        chans = [c for c in r.channels for _ in range(k)]
+        pos = r.position.flatten(0, 1).tolist()
+        g = guided_backprop(net, imgs, chans, pos)
+        out[tag] = dict(resp=r, imgs=imgs, grad=g, grad_other=guided_backprop(other, imgs, chans, pos),
+                        edge_corr=float(map_correlation(g, edge_magnitude(imgs)).mean()))
+    out["trained_vs_random"] = float(map_correlation(out["trained"]["grad"], out["trained"]["grad_other"]).mean())
+    return out
 
 
 # ----------------------------------------------------------------- forgetting (§6.3.1)

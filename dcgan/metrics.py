@@ -616,6 +616,7 @@ def evaluate(images: torch.Tensor, dataset: str, image_size: int, profile: str =
     return out
 
 
+@lru_cache(maxsize=32)
 def _labelled(dataset: str, image_size: int) -> bool:
     """True when the data set has classes to count (CIFAR-10, SVHN, MNIST, ...; not LSUN or CelebA)."""
     from .data import load_dataset

@@ -96,3 +96,19 @@ def test_hue_mask_finds_yellow():
     assert m[0, :2].all() and not m[0, 2:].any()
     with pytest.raises(ValueError, match="RGB"):
         I.hue_mask(torch.zeros(1, 1, 4, 4), (30, 60))
+
+
+def test_saliency_comparison_pairs_each_d_with_the_other(tiny):
+    _, D = tiny
+    x = torch.rand(20, 3, 32, 32) * 2 - 1
+    Dr = I.random_discriminator(D, x, seed=1)
+    out = I.saliency_comparison(D, Dr, x, range(3), 4)
+    for tag, net, other in (("trained", D, Dr), ("random", Dr, D)):
+        o = out[tag]
+        r = I.top_responses(net, x, range(3), 4)
+        assert torch.equal(o["resp"].index, r.index) and torch.equal(o["imgs"], x[r.index.flatten()])
+        chans, pos = [c for c in r.channels for _ in range(4)], r.position.flatten(0, 1).tolist()
+        assert torch.allclose(o["grad_other"], I.guided_backprop(other, o["imgs"], chans, pos))
+        assert o["edge_corr"] == pytest.approx(float(I.map_correlation(o["grad"], I.edge_magnitude(o["imgs"])).mean()))
+    same = I.saliency_comparison(D, D, x, range(3), 4)  # one D against itself: identical saliency
+    assert same["trained_vs_random"] == pytest.approx(1.0)

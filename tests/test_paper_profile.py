@@ -60,10 +60,8 @@ def test_chapter_runs_under_the_paper_profile_on_the_papers_formats(nb_path, pap
     monkeypatch.setenv("DCGAN_INCEPTION_WEIGHTS", str(inception_weights))
     monkeypatch.delenv(TINY_ENV, raising=False)
     out = tmp_path / "out"
-    try:
-        book.execute_chapters("paper", out, only=[nb_path.stem], tiny=True)
-    finally:
-        os.environ.pop(TINY_ENV, None)  # execute_chapters sets it for the kernel (not through monkeypatch)
+    book.execute_chapters("paper", out, only=[nb_path.stem], tiny=True)
+    assert TINY_ENV not in os.environ  # set for the kernels only while they ran
     results = json.loads((out / f"{nb_path.stem}.results.json").read_text())
     rows = results["results"] if isinstance(results, dict) and "results" in results else results
     # toy-scale numbers are recorded apart from real ones: never under the "paper" profile itself
