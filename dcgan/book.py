@@ -140,8 +140,12 @@ class ChapterRun:
 
 
 def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PARAMS_DIR,
-                    log_output: bool = False, tiny: bool = False) -> ChapterRun:
-    """Execute one chapter notebook with papermill into ``out_dir`` (results go there too)."""
+                    log_output: bool = False, tiny: bool = False, seed: int | None = None) -> ChapterRun:
+    """Execute one chapter notebook with papermill into ``out_dir`` (results go there too).
+
+    ``seed`` replaces the chapter's ``seed`` parameter (0 in every chapter; the results regression's
+    calibration runs another).
+    """
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,8 +153,11 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
     stale = out_dir / f"{nb.stem}.results.json"
     stale.unlink(missing_ok=True)  # a failed re-run must not leave the old numbers behind
     t0 = time.perf_counter()
+    params = chapter_params(nb.stem, profile, params_dir, tiny)
+    if seed is not None:
+        params["seed"] = seed
     pm.execute_notebook(
-        str(nb), str(out), parameters=chapter_params(nb.stem, profile, params_dir, tiny),
+        str(nb), str(out), parameters=params,
         kernel_name=KERNEL_NAME, cwd=str(nb.parent), progress_bar=False, log_output=log_output,
     )
     hide_injected_parameters(out)
@@ -181,8 +188,9 @@ class ChapterFailed(RuntimeError):
 
 def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[str] | None = None,
                      notebooks_dir: Path = NOTEBOOKS_DIR, params_dir: Path = PARAMS_DIR,
-                     log_output: bool = False, keep_going: bool = False, tiny: bool = False) -> list[ChapterRun]:
-    """Execute the chapters in order under ``profile``; the kernel sees ``DCGAN_RESULTS_DIR=out_dir``
+                     log_output: bool = False, keep_going: bool = False, tiny: bool = False,
+                     seed: int | None = None) -> list[ChapterRun]:
+    """Execute the chapters in order under ``profile`` (``seed``: see :func:`execute_chapter`); the kernel sees ``DCGAN_RESULTS_DIR=out_dir``
     (and ``DCGAN_TINY=1`` with ``tiny``: :func:`dcgan.config.tiny`).
 
     A failing chapter stops the run (:class:`ChapterFailed`), unless ``keep_going``: then
@@ -202,7 +210,7 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
     if tiny:
         os.environ[TINY_ENV] = "1"
     try:
-        return _execute_each(nbs, out_dir, profile, params_dir, log_output, keep_going, tiny)
+        return _execute_each(nbs, out_dir, profile, params_dir, log_output, keep_going, tiny, seed)
     finally:
         os.environ.pop(TINY_ENV, None)
         if before is not None:
@@ -210,7 +218,7 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
 
 
 def _execute_each(nbs: list[Path], out_dir: Path, profile: str, params_dir: Path, log_output: bool, keep_going: bool,
-                  tiny: bool) -> list[ChapterRun]:
+                  tiny: bool, seed: int | None = None) -> list[ChapterRun]:
     # The `python3` kernel must be this environment's Python, even if the user registered another one.
     venv_kernels = str(Path(sys.prefix) / "share" / "jupyter")
     if venv_kernels not in os.environ.get("JUPYTER_PATH", "").split(os.pathsep):
@@ -220,7 +228,7 @@ def _execute_each(nbs: list[Path], out_dir: Path, profile: str, params_dir: Path
         print(f"[dcgan book] {nb.stem} ({profile}) ...", flush=True)
         t0 = time.perf_counter()
         try:
-            run = execute_chapter(nb, out_dir, profile, params_dir, log_output, tiny)
+            run = execute_chapter(nb, out_dir, profile, params_dir, log_output, tiny, seed)
         except Exception as e:  # papermill's PapermillExecutionError names the cell and the exception
             print(f"[dcgan book] {nb.stem} FAILED after {time.perf_counter() - t0:.1f} s: {e}", flush=True)
             failed.append(nb.stem)
