@@ -217,4 +217,5 @@ def test_the_regression_fails_on_each_planted_change_and_passes_without(chapter,
         text = report(cmp, cal, baseline, planted)
         assert not cmp.ok, f"planted change {name!r} went unnoticed:\n{text}"
         moved = {k for k, _, _ in cmp.moved}
+        print(f"planted {name}: {len(moved)} results moved, e.g. {sorted(moved)[:3]}")
         assert set(expect) <= moved, f"planted change {name!r}: expected {expect} to move\n{text}"
