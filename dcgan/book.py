@@ -368,3 +368,47 @@ def run_book(profile: str = "book", only: list[str] | None = None, out_dir: str 
     if failure is not None:
         raise failure
     return out_dir
+
+
+class StepTimer:
+    """Wall and CPU time of a chapter's heavy steps; CPU / wall is how many cores a step kept busy.
+
+    ``with timer("K-means fit"): ...`` prints one line per step as it ends; :meth:`table` lists
+    them all. CPU time is the process's (every thread), so 2.0 on 2 cores means both were busy.
+    """
+
+    def __init__(self, verbose: bool = True):
+        self.verbose = verbose
+        self.steps: list[tuple[str, float, float]] = []
+
+    def __call__(self, name: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def step():
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                yield
+            finally:
+                wall, cpu = time.perf_counter() - w, time.process_time() - c
+                self.steps.append((name, wall, cpu))
+                if self.verbose:
+                    print(f"[time] {name}: {wall:.1f}s wall, {cpu:.1f}s CPU ({cpu / max(wall, 1e-9):.1f} cores)",
+                          flush=True)
+
+        return step()
+
+    @property
+    def wall(self) -> float:
+        return sum(s[1] for s in self.steps)
+
+    @property
+    def cpu(self) -> float:
+        return sum(s[2] for s in self.steps)
+
+    def table(self) -> str:
+        k = max([34] + [len(n) for n, _, _ in self.steps])
+        rows = [f"{'step':{k}s} {'wall s':>7s} {'CPU s':>7s} {'cores':>5s}"]
+        rows += [f"{n:{k}s} {w:7.1f} {c:7.1f} {c / max(w, 1e-9):5.1f}" for n, w, c in self.steps]
+        rows.append(f"{'total':{k}s} {self.wall:7.1f} {self.cpu:7.1f} {self.cpu / max(self.wall, 1e-9):5.1f}")
+        return "\n".join(rows)
