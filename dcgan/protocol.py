@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .progress import bar as progress_bar
 from .svm import LinearL2SVM, _decisions, _predict_from
 
 __all__ = ["semi_supervised_split", "SVMResult", "fit_svm", "AUTHORS_CS", "DrawsResult", "authors_svhn_protocol"]
@@ -236,8 +237,6 @@ def authors_svhn_protocol(
     over draws. The script uses scikit-learn's ``LinearSVC(C)`` (squared hinge, one-vs-rest, bias
     penalised like a weight): :class:`LinearL2SVM` with ``standardize=False`` solves the same problem.
     """
-    from tqdm.auto import tqdm
-
     y_pool, y_val, y_test = (np.asarray(v) for v in (y_pool, y_val, y_test))
     if select_draws < 1 or test_draws < 2:
         raise ValueError("need at least 1 selection draw and 2 test draws (the spread needs two)")
@@ -251,12 +250,12 @@ def authors_svhn_protocol(
         return LinearL2SVM(C=C, standardize=False).fit(featurize(idx), y_pool[idx])
 
     val_by_C = {}
-    for C in tqdm(list(Cs), desc="C on validation", disable=not progress):
+    for C in progress_bar(list(Cs), desc="C on validation", disable=not progress):
         errs = np.array([100 * np.mean(fit(C).predict(X_val) != y_val) for _ in range(select_draws)])
         val_by_C[float(C)] = (float(errs.mean()), float(1.96 * errs.std()))
     best = min(val_by_C, key=lambda c: (val_by_C[c][0], c))  # ties: the smallest C
     test_errs, val_errs = [], []
-    for _ in tqdm(range(test_draws), desc=f"test draws, C={best:g}", disable=not progress):
+    for _ in progress_bar(range(test_draws), desc=f"test draws, C={best:g}", disable=not progress):
         m = fit(best)
         test_errs.append(100 * np.mean(m.predict(X_test) != y_test))
         val_errs.append(100 * np.mean(m.predict(X_val) != y_val))

@@ -51,6 +51,7 @@ from .models import Discriminator, Generator, build_models, sample_noise
 from .paths import runs_root as _default_runs_root
 from .precision import cpu_supports_bf16, default_device
 from .precision import resolve_precision as _resolve_precision
+from .progress import bar as progress_bar
 from .step import adam, gan_step
 from .workers import train_in_workers
 
@@ -347,13 +348,11 @@ def _wrap(lp: _Loop) -> None:
 
 def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, device, stop_after) -> bool:
     """Train in ``out`` (the run's partial folder) to the end; False when the tests' ``stop_after`` ended it."""
-    from tqdm.auto import tqdm
-
     lp = _build(cfg, out, dist, *_set_up(cfg, dist, device), init_g, init_d)
     _resume(lp)
     _prepare_folder(lp)
     _wrap(lp)
-    bar = tqdm(total=lp.total * cfg.batch_size, initial=lp.step * cfg.batch_size, unit="img", unit_scale=True,
+    bar = progress_bar(total=lp.total * cfg.batch_size, initial=lp.step * cfg.batch_size, unit="img", unit_scale=True,
                disable=not (progress and dist.main), desc=out.name[:40], smoothing=0.1)
     t0, step0 = time.perf_counter(), lp.step
     lp.G.train()

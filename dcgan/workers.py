@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .config import TrainConfig, run_name
+from .progress import bar as progress_bar
 
 __all__ = ["train_in_workers"]
 
@@ -33,12 +34,10 @@ def train_in_workers(todo: list[TrainConfig], root: Path, workers: int, threads:
     worker's stderr goes to a file, not a pipe (a chatty worker can never block on it); the first
     failure's last line is raised as a ``RuntimeError`` once every run has ended.
     """
-    from tqdm.auto import tqdm
-
     per = str(max(1, threads // workers))
     env = {**os.environ, "OMP_NUM_THREADS": per}
     queue, active, failed = list(todo), [], []
-    bar = tqdm(total=len(todo), desc=f"training ({workers} processes)", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"training ({workers} processes)", disable=not progress)
     with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as stop:
         # an interrupted caller (Ctrl-C, a killed kernel) stops its workers: their runs resume next time
         stop.callback(lambda: [p.kill() for _, p, _ in active if p.poll() is None])
