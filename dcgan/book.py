@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .paths import REPO_ROOT
+from .progress import PROGRESS_ENV
 from .provenance import format_provenance, provenance
 from .results import ResultsRecorder
 
@@ -161,7 +162,34 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
         kernel_name=KERNEL_NAME, cwd=str(nb.parent), progress_bar=False, log_output=log_output,
     )
     hide_injected_parameters(out)
+    stderr = stderr_outputs(out)
+    if stderr:
+        raise ChapterStderr(f"{nb.stem} shows the reader {len(stderr)} stderr output(s) (warnings, progress bars); "
+                            "fix their cause: " + "; ".join(f"cell {i} ({cid}): {line}" for i, cid, line in stderr))
     return ChapterRun(nb.stem, out, time.perf_counter() - t0)
+
+
+class ChapterStderr(RuntimeError):
+    """An executed chapter holds a stderr output that the rendered book would show (a warning, a progress bar)."""
+
+
+REMOVED = ("remove-output", "remove-cell")  # Jupyter Book tags under which a cell's output is not rendered
+
+
+def stderr_outputs(path: str | Path) -> list[tuple[int, str, str]]:
+    """(cell index, cell id, first line) of every stderr stream output the rendered chapter at ``path`` shows."""
+    import json
+
+    nb = json.loads(Path(path).read_text())
+    out = []
+    for i, c in enumerate(nb["cells"]):
+        if set(c.get("metadata", {}).get("tags", [])) & set(REMOVED):
+            continue
+        for o in c.get("outputs", []):
+            if o.get("output_type") == "stream" and o.get("name") == "stderr":
+                text = "".join(o.get("text", "")).strip()
+                out.append((i, c.get("id", "?"), (text.splitlines() or [""])[0][:200]))
+    return out
 
 
 HIDE = "hide-input"  # Jupyter Book: the code folds behind a toggle, its output stays in the reader's path
@@ -190,8 +218,10 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
                      notebooks_dir: Path = NOTEBOOKS_DIR, params_dir: Path = PARAMS_DIR,
                      log_output: bool = False, keep_going: bool = False, tiny: bool = False,
                      seed: int | None = None) -> list[ChapterRun]:
-    """Execute the chapters in order under ``profile`` (``seed``: see :func:`execute_chapter`); the kernel sees ``DCGAN_RESULTS_DIR=out_dir``
-    (and ``DCGAN_TINY=1`` with ``tiny``: :func:`dcgan.config.tiny`).
+    """Execute the chapters in order under ``profile`` (``seed``: see :func:`execute_chapter`); the kernel sees
+    ``DCGAN_RESULTS_DIR=out_dir`` (and ``DCGAN_TINY=1`` with ``tiny``: :func:`dcgan.config.tiny`) and
+    ``DCGAN_PROGRESS=0`` (no progress bars, :mod:`dcgan.progress`). A chapter whose output shows the reader a
+    stderr stream fails (:class:`ChapterStderr`, :func:`stderr_outputs`).
 
     A failing chapter stops the run (:class:`ChapterFailed`), unless ``keep_going``: then
     the others still run and :class:`ChapterFailed` is raised by :func:`run_book` at the end.
@@ -206,15 +236,17 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
     check_tiny(profile, tiny)  # before anything runs
     # the flag alone decides what the kernels see (a stray variable never shrinks a real run), and only while they
     # run: this process's own presets keep their scale afterwards
-    before = os.environ.pop(TINY_ENV, None)
+    before = {k: os.environ.pop(k, None) for k in (TINY_ENV, PROGRESS_ENV)}
     if tiny:
         os.environ[TINY_ENV] = "1"
+    os.environ[PROGRESS_ENV] = "0"  # no progress bars in the kernels: they would be stderr in the rendered chapters
     try:
         return _execute_each(nbs, out_dir, profile, params_dir, log_output, keep_going, tiny, seed)
     finally:
-        os.environ.pop(TINY_ENV, None)
-        if before is not None:
-            os.environ[TINY_ENV] = before
+        for k, v in before.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
 
 
 def _execute_each(nbs: list[Path], out_dir: Path, profile: str, params_dir: Path, log_output: bool, keep_going: bool,
@@ -376,3 +408,47 @@ def run_book(profile: str = "book", only: list[str] | None = None, out_dir: str 
     if failure is not None:
         raise failure
     return out_dir
+
+
+class StepTimer:
+    """Wall and CPU time of a chapter's heavy steps; CPU / wall is how many cores a step kept busy.
+
+    ``with timer("K-means fit"): ...`` prints one line per step as it ends; :meth:`table` lists
+    them all. CPU time is the process's (every thread), so 2.0 on 2 cores means both were busy.
+    """
+
+    def __init__(self, verbose: bool = True):
+        self.verbose = verbose
+        self.steps: list[tuple[str, float, float]] = []
+
+    def __call__(self, name: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def step():
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                yield
+            finally:
+                wall, cpu = time.perf_counter() - w, time.process_time() - c
+                self.steps.append((name, wall, cpu))
+                if self.verbose:
+                    print(f"[time] {name}: {wall:.1f}s wall, {cpu:.1f}s CPU ({cpu / max(wall, 1e-9):.1f} cores)",
+                          flush=True)
+
+        return step()
+
+    @property
+    def wall(self) -> float:
+        return sum(s[1] for s in self.steps)
+
+    @property
+    def cpu(self) -> float:
+        return sum(s[2] for s in self.steps)
+
+    def table(self) -> str:
+        k = max([34] + [len(n) for n, _, _ in self.steps])
+        rows = [f"{'step':{k}s} {'wall s':>7s} {'CPU s':>7s} {'cores':>5s}"]
+        rows += [f"{n:{k}s} {w:7.1f} {c:7.1f} {c / max(w, 1e-9):5.1f}" for n, w, c in self.steps]
+        rows.append(f"{'total':{k}s} {self.wall:7.1f} {self.cpu:7.1f} {self.cpu / max(self.wall, 1e-9):5.1f}")
+        return "\n".join(rows)

@@ -10,7 +10,8 @@
   ``G.pt``, ``D.pt``, the per-epoch snapshots), and pytorch/examples' bare state_dicts
   (``netG_epoch_N.pth``), whose architecture is read off the tensor shapes.
 * :class:`Run` is a finished run folder (:func:`load_run`): its config, its metrics, its
-  generator and discriminator at any saved epoch.
+  generator and discriminator at any saved epoch; while it trains, its ``metrics.jsonl``
+  (:func:`_write_jsonl`, atomic too) and a sample grid per epoch (:func:`_save_grid`).
 
 ``from dcgan.train import load_generator, load_run, Run, ...`` keeps working.
 """
@@ -85,6 +86,30 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write a checkpoint atomically: a crash mid-write leaves the previous file intact."""
     atomic_save({"format": "dcgan-ckpt", "code_version": CODE_VERSION, **state}, path)
+
+
+def _save_grid(g: nn.Module, z: torch.Tensor, y: torch.Tensor | None, path: Path, nrow: int = 8) -> None:
+    """G's samples for the noise ``z`` (labels ``y``), in eval mode, as one PNG grid (a run's per-epoch picture)."""
+    from torchvision.utils import save_image
+
+    was = g.training
+    g.eval()
+    with torch.no_grad():
+        x = g(z, y) if y is not None else g(z)
+    g.train(was)
+    save_image(x.float().cpu(), path, nrow=nrow, normalize=True, value_range=(-1, 1))
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as JSON lines atomically (a run's ``metrics.jsonl``); a failed write names the disk."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _write_failed(path, e) from e
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves no temporary file behind
 
 
 # ----------------------------------------------------------------------------- reading

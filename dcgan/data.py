@@ -43,10 +43,21 @@ from .paths import data_root
 __all__ = [
     "ImageTensorDataset", "LazyImages", "load_dataset", "available_datasets", "dataset_splits", "dataset_status",
     "DatasetNotFoundError", "UnknownDatasetError", "FETCH_HINT", "PAPER_DATASETS", "OFFLINE_DATASETS",
-    "data_fingerprint", "unreadable_images",
+    "data_fingerprint", "unreadable_images", "to_model_range", "float_batches",
 ]
 
 FETCH_HINT = "run `make data` (or set DCGAN_DATA to the folder that holds it)"
+
+
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """Images as the nets take them: uint8 [0, 255] -> float [-1, 1]; a float tensor is taken as already there."""
+    return x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x.float()
+
+
+def float_batches(images: torch.Tensor, batch_size: int):
+    """Yield float batches in [-1, 1] (:func:`to_model_range`) from a uint8 or float (N, C, H, W) tensor."""
+    for i in range(0, images.shape[0], batch_size):
+        yield to_model_range(images[i : i + batch_size])
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -208,8 +208,9 @@ def fit_hasher(images, cfg: HashConfig | None = None, device: str | torch.device
         bs = min(cfg.batch_size, len(x))
         steps = range(cfg.epochs)
         if progress:
-            from tqdm.auto import tqdm
-            steps = tqdm(steps, desc="autoencoder epochs")
+            from .progress import bar
+
+            steps = bar(steps, desc="autoencoder epochs")
         for _ in steps:
             model.train()
             perm = torch.randperm(len(x), generator=g)

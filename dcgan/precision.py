@@ -35,6 +35,7 @@ __all__ = [
     "device_of",
     "cpu_supports_bf16",
     "bf16_supported",
+    "bf16_available",
     "check_precision",
     "resolve_precision",
     "autocast",
@@ -110,3 +111,8 @@ def autocast(precision: str, device: str | torch.device | None = None) -> Contex
     if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def bf16_available() -> bool:
+    """True when the default device (the GPU if any, else the CPU) runs bf16 natively (:func:`bf16_supported`)."""
+    return bf16_supported(default_device())

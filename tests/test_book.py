@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -95,6 +96,57 @@ def test_figures_are_numbered_and_referenced(nb_path: Path):
         "glue the figure and give it a {glue:figure} with :name: and a caption instead of plt.show()"
 
 
+VISIBLE_CODE_LINES = 100  # a chapter shows the calls behind its results; plotting, tables and bookkeeping fold
+FOLDED = ("hide-input", "remove-input", "remove-cell")
+
+
+def visible_code_lines(nb) -> int:
+    """Non-blank code lines in cells the reader sees unfolded (no hide-input/remove-input/remove-cell tag)."""
+    return sum(1 for c in nb.cells if c.cell_type == "code" and not set(c.metadata.get("tags", [])) & set(FOLDED)
+               for line in c.source.splitlines() if line.strip())
+
+
+def test_visible_code_lines_counts_only_unfolded_code():
+    nb = nbformat.v4.new_notebook()
+    shown, folded, removed = (nbformat.v4.new_code_cell(s) for s in ("a = 1\n\nb = 2\n", "x = 1\ny = 2", "z = 3"))
+    folded.metadata["tags"], removed.metadata["tags"] = ["hide-input"], ["remove-cell"]
+    nb.cells = [nbformat.v4.new_markdown_cell("text\nmore"), shown, folded, removed]
+    assert visible_code_lines(nb) == 2
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_shows_at_most_100_lines_of_code(nb_path: Path):
+    """Code only where it teaches: the calls into dcgan that show the method stay visible, the rest folds."""
+    n = visible_code_lines(nbformat.read(nb_path, 4))
+    assert n <= VISIBLE_CODE_LINES, (f"{nb_path.name} shows {n} lines of code unfolded (at most {VISIBLE_CODE_LINES}): "
+                                     "tag plotting, tables and glue/record cells `hide-input`, or move them into dcgan")
+
+
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_rendered_chapter_shows_no_stderr(nb_path: Path):
+    """The executed baseline is what the book renders: no warning or progress bar in the reader's path."""
+    base_path = BASELINE / nb_path.name
+    if not base_path.exists():
+        pytest.skip("no baseline (reported by test_every_chapter_has_a_baseline)")
+    found = book.stderr_outputs(base_path)
+    assert not found, (f"{base_path.name} shows stderr to the reader: "
+                       + "; ".join(f"cell {i} ({cid}): {line}" for i, cid, line in found)
+                       + f"; fix the cause, then `make nbval-baseline ONLY={nb_path.stem}`")
+
+
+def test_stderr_outputs_are_those_the_reader_sees(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    warn, hidden, removed, quiet = (nbformat.v4.new_code_cell(s) for s in ("w", "h", "r", "q"))
+    for c in (warn, hidden, removed):
+        c.outputs = [nbformat.v4.new_output("stream", name="stderr", text="UserWarning: careful\nmore")]
+    quiet.outputs = [nbformat.v4.new_output("stream", name="stdout", text="fine")]
+    hidden.metadata["tags"], removed.metadata["tags"] = ["hide-input"], ["remove-output"]
+    nb.cells = [warn, hidden, removed, quiet]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert [(i, line) for i, _, line in book.stderr_outputs(path)] == [(0, "UserWarning: careful"), (1, "UserWarning: careful")]
+
+
 def test_injected_parameters_fold_like_the_parameters_cell(tmp_path):
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("profile = 'smoke'")
@@ -183,6 +235,13 @@ def test_execute_chapter_injects_profile_and_records(tmp_path, monkeypatch):
         book.execute_chapters("smoke", out, ["00", "03"], notebooks_dir=nbs, params_dir=params, keep_going=True)
     assert [r.chapter for r in e.value.args[1]] == ["03_ok"]
     assert "chapter bug" in str(nbformat.read(out / "00_fail.ipynb", 4).cells[-1].outputs)
+    # a chapter that shows the reader stderr fails too, and its kernel drew no progress bar
+    _nb(nbs / "05_noisy.ipynb", 'profile = "book"', "import os, sys\nprint(os.environ['DCGAN_PROGRESS'])\n"
+        "from dcgan.progress import bar\nassert bar(range(3)).disable\nprint('careful', file=sys.stderr)")
+    with pytest.raises(book.ChapterFailed, match="05_noisy"):
+        book.execute_chapters("smoke", out, ["05"], notebooks_dir=nbs, params_dir=params)
+    outs = nbformat.read(out / "05_noisy.ipynb", 4).cells[-1].outputs
+    assert [o.text.strip() for o in outs] == ["0", "careful"] and book.PROGRESS_ENV not in os.environ
 
 
 def test_every_chapter_is_in_the_toc():

@@ -1,4 +1,5 @@
-"""Tests for dcgan.features (§5.1/§5.2): feature dimension, label sampler, SVM path, K-means, supervised control."""
+"""Tests for dcgan.features and what it re-exports (§5.1/§5.2): feature dimension, label sampler
+(dcgan.protocol), SVM path (dcgan.svm), K-means (dcgan.kmeans), supervised control (dcgan.supervised)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from dcgan import features as fe
+from dcgan import supervised, svm
 from dcgan.models import Discriminator, ModelConfig
 
 
@@ -172,8 +174,8 @@ def test_warm_start_carries_over_to_new_standardisation():
     a = fe.LinearL2SVM(C=1e-2, tol=1e-6).fit(X, y)
     Xa, ya = np.concatenate([X, Xv]), np.concatenate([y, yv])
     pooled = fe.LinearL2SVM(C=1e-2, tol=1e-6)
-    pooled.mean_, pooled.scale_ = fe._moments(Xa)
-    coef, icpt = fe._in_units_of(a, pooled.mean_, pooled.scale_)
+    pooled.mean_, pooled.scale_ = svm._moments(Xa)
+    coef, icpt = svm._in_units_of(a, pooled.mean_, pooled.scale_)
     pooled.coef_, pooled.intercept_, pooled.classes_ = coef, icpt, a.classes_
     np.testing.assert_allclose(pooled.decision_function(Xv), a.decision_function(Xv), rtol=1e-4, atol=1e-4)
     warm = fe.LinearL2SVM(C=1e-2, tol=1e-6).fit(Xa, ya, init=a)
@@ -273,13 +275,13 @@ def test_dropout_matches_torch_dropout_in_distribution():
     torch.manual_seed(0)
     x = torch.ones(400, 2048)
     for p in (0.2, 0.6):
-        ours = fe._dropout(x, p, True)
+        ours = supervised._dropout(x, p, True)
         theirs = torch.nn.functional.dropout(x, p, True)
         assert set(ours.unique().tolist()) == set(theirs.unique().tolist()) == {0.0, 1 / (1 - p)}
         assert abs(float((ours == 0).float().mean()) - p) < 0.005
         assert abs(float(ours.mean()) - 1.0) < 0.01  # expectation preserved
-    assert fe._dropout(x, 0.5, False) is x and fe._dropout(x, 0.0, True) is x
-    assert not fe._dropout(x, 1.0, True).any()
+    assert supervised._dropout(x, 0.5, False) is x and supervised._dropout(x, 0.0, True) is x
+    assert not supervised._dropout(x, 1.0, True).any()
 
 
 def test_recalibrated_batchnorm_uses_the_images_statistics():
@@ -373,3 +375,14 @@ def test_authors_svhn_protocol_selects_c_on_mean_validation_error_and_draws_test
     assert again.C == r.C and np.array_equal(again.test_errors, r.test_errors)  # seeded
     with pytest.raises(ValueError, match="2 test draws"):
         fe.authors_svhn_protocol(featurize, y_pool, X_val, y_val, X_te, y_te, test_draws=1)
+
+
+def test_old_import_paths_name_the_split_modules_objects():
+    """features.py was split by what it holds; ``fe.<name>`` is still the one object, not a copy."""
+    from dcgan import book, kmeans, precision, protocol
+
+    for mod in (svm, protocol, kmeans, supervised):
+        for name in mod.__all__:
+            assert getattr(fe, name) is getattr(mod, name), name
+    assert fe.StepTimer is book.StepTimer and fe.bf16_available is precision.bf16_available
+

@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from dcgan import checkpoints as CK
 from dcgan import config as C
+from dcgan import divergence as DV
+from dcgan import step as S
 from dcgan import train as T
 from dcgan.models import Discriminator, Generator, ModelConfig
 
@@ -165,14 +168,14 @@ def test_resume_after_kill_is_bit_identical(env):
 
 def test_nan_raise_keeps_last_good_checkpoint(env, monkeypatch):
     calls = {"n": 0}
-    real = T._bce
+    real = S._bce
 
     def bad_after_5_steps(logits, target):  # 3 BCE calls per step
         calls["n"] += 1
         out = real(logits, target)
         return out * float("nan") if calls["n"] > 3 * 5 else out
 
-    monkeypatch.setattr(T, "_bce", bad_after_5_steps)
+    monkeypatch.setattr(S, "_bce", bad_after_5_steps)
     cfg = tiny_cfg(ckpt_every=2)
     with pytest.raises(T.TrainingDiverged, match="non-finite at step 5"):
         T.train(cfg, progress=False)
@@ -186,14 +189,14 @@ def test_nan_raise_keeps_last_good_checkpoint(env, monkeypatch):
 
 def test_nan_stop_marks_run_diverged(env, monkeypatch):
     calls = {"n": 0}
-    real = T._bce
+    real = S._bce
 
     def bad_after_3_steps(logits, target):
         calls["n"] += 1
         out = real(logits, target)
         return out * float("inf") if calls["n"] > 3 * 3 else out
 
-    monkeypatch.setattr(T, "_bce", bad_after_3_steps)
+    monkeypatch.setattr(S, "_bce", bad_after_3_steps)
     run = T.train(tiny_cfg(nan_policy="stop"), progress=False)
     assert run.diverged and run.steps == 3 and len(run.metrics) == 3 and run.epochs_done == 0
     g = run.generator()
@@ -406,7 +409,7 @@ def test_blown_up_run_stops_and_is_never_cached_as_good(env, monkeypatch):
     stopped = T.train(cfg.replace(nan_policy="stop"), progress=False)
     assert stopped.diverged and stopped.steps == 1  # cached as diverged, not as a finished run
     # Explosion aside, G's output is saturated at +-1: the probe before each save catches that alone.
-    monkeypatch.setattr(T, "_LOSS_BLOWUP", float("inf"))
+    monkeypatch.setattr(DV, "_LOSS_BLOWUP", float("inf"))
     with pytest.raises(T.TrainingDiverged, match="G's output saturated"):
         T.train(tiny_cfg(lr=1e6, seed=1), progress=False)
 
@@ -426,13 +429,13 @@ def test_saturation_probe_is_exact_and_leaves_the_state_alone():
     g = Generator(cfg)
     z = torch.rand(16, 8) * 2 - 1
     before = {k: v.clone() for k, v in g.state_dict().items()}
-    assert T._g_saturated(g, z, None, "cpu") is None
+    assert DV._g_saturated(g, z, None, "cpu") is None
     assert _same_state(before, g.state_dict()) and g.training  # running stats and mode untouched
     with torch.no_grad():
         g.out[0].weight.mul_(1e6)  # what lr 1e6 does to the last layer
-    assert "saturated" in T._g_saturated(g.eval(), z, None, "cpu") and not g.training
-    assert T._check_blowup(1.4, 15.0) is None and T._check_blowup(0.0, 30.0) is None  # D winning is healthy
-    assert "exploded" in T._check_blowup(4.6e13, 1.1e14) and "non-finite" in T._check_blowup(1.0, float("nan"))
+    assert "saturated" in DV._g_saturated(g.eval(), z, None, "cpu") and not g.training
+    assert DV._check_blowup(1.4, 15.0) is None and DV._check_blowup(0.0, 30.0) is None  # D winning is healthy
+    assert "exploded" in DV._check_blowup(4.6e13, 1.1e14) and "non-finite" in DV._check_blowup(1.0, float("nan"))
 
 
 def test_full_disk_names_the_file_and_the_free_space(tmp_path, monkeypatch):
@@ -457,7 +460,7 @@ def test_metrics_log_leaves_no_temporary_file_on_failure(tmp_path, monkeypatch):
     from pathlib import Path
 
     log = tmp_path / "metrics.jsonl"
-    T._write_jsonl(log, [{"step": 1}])
+    CK._write_jsonl(log, [{"step": 1}])
     real = Path.write_text
 
     def full_disk(self, text, *a, **k):
@@ -466,7 +469,7 @@ def test_metrics_log_leaves_no_temporary_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_text", full_disk)
     with pytest.raises(T.CheckpointError, match=r"metrics.jsonl .*No space left.* MiB free"):
-        T._write_jsonl(log, [{"step": 1}, {"step": 2}])
+        CK._write_jsonl(log, [{"step": 1}, {"step": 2}])
     monkeypatch.undo()
     assert [x.name for x in tmp_path.iterdir()] == ["metrics.jsonl"] and log.read_text() == '{"step": 1}\n'
 
@@ -500,3 +503,12 @@ def test_bad_inputs_fail_before_any_folder_is_made(env):
     with pytest.raises(T.CheckpointError, match="no initial G weights"):
         T.train(tiny_cfg(), progress=False, init_g=env / "missing.pth")
     assert not (env / "runs" / ".partial").exists()
+
+
+def test_split_modules_are_what_train_re_exports():
+    """train.py was split by what it holds; ``T.<name>`` is still the one object, so old imports keep working."""
+    for name in ("adam", "gan_step"):
+        assert getattr(T, name) is getattr(S, name)
+    assert T.TrainingDiverged is DV.TrainingDiverged and T.load_run is CK.load_run
+    assert set(T.__all__) <= set(dir(T))
+
