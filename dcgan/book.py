@@ -137,7 +137,30 @@ def chapter_params(chapter: str, profile: str, params_dir: Path = PARAMS_DIR, ti
 class ChapterRun:
     chapter: str
     output: Path
-    seconds: float
+    seconds: float  # wall
+    cpu_seconds: float = 0.0  # the kernel's CPU time and its workers' (and papermill's): cores used = cpu / wall
+
+    @property
+    def cores(self) -> float:
+        return self.cpu_seconds / self.seconds if self.seconds > 0 else 0.0
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (a chapter's kernel, once shut down, and the
+    training workers it started)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timing_table(runs: list[ChapterRun], total: float | None = None) -> str:
+    """The per-chapter wall, CPU and cores table that ``make book`` prints at its end and keeps in the log."""
+    lines = [f"  {'chapter':<28} {'wall s':>8} {'CPU s':>8} {'cores':>6}"]
+    lines += [f"  {r.chapter:<28} {r.seconds:8.1f} {r.cpu_seconds:8.1f} {r.cores:6.2f}" for r in runs]
+    wall, cpu = sum(r.seconds for r in runs), sum(r.cpu_seconds for r in runs)
+    lines.append(f"  {'all chapters':<28} {total or wall:8.1f} {cpu:8.1f} {cpu / (total or wall or 1):6.2f}")
+    return "\n".join(lines)
 
 
 def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PARAMS_DIR,
@@ -153,7 +176,7 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
     out = out_dir / nb.name
     stale = out_dir / f"{nb.stem}.results.json"
     stale.unlink(missing_ok=True)  # a failed re-run must not leave the old numbers behind
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     params = chapter_params(nb.stem, profile, params_dir, tiny)
     if seed is not None:
         params["seed"] = seed
@@ -166,7 +189,7 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
     if stderr:
         raise ChapterStderr(f"{nb.stem} shows the reader {len(stderr)} stderr output(s) (warnings, progress bars); "
                             "fix their cause: " + "; ".join(f"cell {i} ({cid}): {line}" for i, cid, line in stderr))
-    return ChapterRun(nb.stem, out, time.perf_counter() - t0)
+    return ChapterRun(nb.stem, out, time.perf_counter() - t0, _cpu_seconds() - c0)
 
 
 class ChapterStderr(RuntimeError):
@@ -399,10 +422,14 @@ def run_book(profile: str = "book", only: list[str] | None = None, out_dir: str 
             raise
         failure, runs = e, e.args[1]
     page = write_results_page(out_dir, out_dir / "results.md")
-    for r in runs:
-        print(f"  {r.chapter:<28} {r.seconds:8.1f} s")
     if runs:
-        print(f"  {'all chapters':<28} {time.perf_counter() - t0:8.1f} s   results page: {page}")
+        from .provenance import hardware
+
+        table = (f"[dcgan book] {profile} profile on {hardware()}, {time.strftime('%Y-%m-%d %H:%M')}: wall and CPU "
+                 f"seconds per chapter\n{timing_table(runs, time.perf_counter() - t0)}")
+        print(table + f"\n  results page: {page}", flush=True)
+        with open(out_dir / "timings.log", "a") as log:  # the book's log: one table per run
+            log.write(table + "\n\n")
     if build:
         build_book(out_dir)
     if failure is not None:
