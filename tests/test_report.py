@@ -226,6 +226,17 @@ def test_gate_failing_in_one_chapter_is_enough(tmp_path):
     assert _row(load_results(tmp_path), "§6.2", "(emoji discriminator)")["verdict"] == NOT_RUN
 
 
+def test_a_later_chapters_failed_gate_is_not_hidden_by_an_earlier_pass(tmp_path):
+    """Every record of a gate counts, not only the first: chapter 02 passed, chapter 06's own gate failed."""
+    _gate(_rec(tmp_path, "02_training"), "emoji-64", True)
+    res = _rec(tmp_path, "06_latent_space")
+    _gate(res, "emoji-64", False, fid=312.0)
+    _arith(res)
+    assert _verdict(tmp_path, "§6.3.2", "(emoji") == BELOW_GATE
+    _gate(res, "emoji-64", True)
+    assert _verdict(tmp_path, "§6.3.2", "(emoji") == REPRODUCED
+
+
 def test_claims_without_a_model_need_no_gate(tmp_path):
     res = _rec(tmp_path, "03_deduplication")
     _ci(res, "fashion_mnist_hash_fp_rate", 0.004, 0.001, 0.009, dataset="fashion-mnist")
