@@ -201,10 +201,12 @@ def _gate(gate) -> dict | None:
 # ---------------------------------------------------------------- static files (the book's build)
 
 def ort_web_dir() -> Path:
-    """Where ``make data`` put onnxruntime-web: ``$DCGAN_DATA/onnxruntime-web``."""
+    """Where ``make data`` put onnxruntime-web: ``$DCGAN_DATA/onnxruntime-web`` (``$DCGAN_ORT_WEB`` overrides it)."""
+    import os
+
     from .paths import data_root
 
-    return data_root() / ORT_SET
+    return Path(os.environ.get("DCGAN_ORT_WEB") or data_root() / ORT_SET).expanduser()
 
 
 def install_static(static: str | Path, ort_dir: str | Path | None = None) -> list[str]:

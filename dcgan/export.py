@@ -127,18 +127,16 @@ def export_run(src: str | Path, out: str | Path, *, epoch: int | None = None, fp
                check: int = 64) -> tuple[Path, float | None]:
     """Export the generator of a run folder (at ``epoch``, default its final G), a ``G.pt``, a snapshot, a
     training checkpoint or pytorch/examples' ``netG_epoch_N.pth`` to ``out``; returns (out, max error over
-    ``check`` seeded images, None when ``check`` is 0)."""
+    ``check`` seeded images, None when ``check`` is 0). An unreadable source raises
+    :class:`dcgan.checkpoints.CheckpointError`."""
     from .checkpoints import CheckpointError, load_generator
 
     src = Path(src)
     if epoch is not None:
         if not src.is_dir():
-            raise ExportError(f"--epoch needs a run folder, and {src} is a file")
+            raise CheckpointError(f"an epoch is chosen in a run folder, and {src} is a file")
         src = src / "snapshots" / f"G_epoch_{epoch:03d}.pt"
-    try:
-        g = load_generator(src)
-    except CheckpointError as e:
-        raise ExportError(str(e)) from e
+    g = load_generator(src)
     out = Path(out)
     data = export_onnx(g, out, fp16=fp16)
     return out, (max_error(g, data, check) if check else None)
