@@ -19,12 +19,12 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 STAMP := $(VENV)/.dcgan-installed
 ONLY_ARG := $(if $(ONLY),--only $(ONLY),)
 
-.PHONY: help setup data book test unit nbval book-check nbval-baseline lock clean-book reference
+.PHONY: help setup data browser book test unit nbval book-check nbval-baseline lock clean-book reference
 
 help:
 	@echo "make book            set up, fetch the data, execute every chapter (PROFILE=$(PROFILE)), render _build/html"
 	@echo "make test            set up, fetch the data, unit tests, nbval and results regression against tests/notebooks, book build check"
-	@echo "make setup | data | unit | nbval | book-check"
+	@echo "make setup | data | browser | unit | nbval | book-check"
 	@echo "make nbval-baseline [ONLY=02_training]   re-execute chapters under smoke into tests/notebooks/"
 	@echo "make lock            re-resolve requirements.lock from pyproject.toml"
 	@echo "make reference       train the quality gate's reference runs (4x the book's epochs) into dcgan/gate_references.json"
@@ -54,8 +54,18 @@ lock:
 
 # ---------------------------------------------------------------- data
 
+# the offline sets, and onnxruntime-web (npm, pinned, checksummed) for chapter 11's explorer
 data:
 	python3 scripts/fetch_data.py --dest "$(DCGAN_DATA)"
+
+# Debian's chromium and chromedriver for the explorer's browser test (tests/test_explorer.py skips without them)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (apt-get) for the explorer's browser test"; \
+	  apt-get update -q >/dev/null; apt-get install -y -q chromium chromium-driver >/dev/null; \
+	else echo "note: chromium or chromedriver missing and not root: the explorer's browser test will skip" \
+	  "(run \`make browser\` as root, or apt-get install chromium chromium-driver)"; fi
 
 # ---------------------------------------------------------------- the book
 
@@ -78,7 +88,7 @@ clean-book:
 # ---------------------------------------------------------------- tests
 
 # runs all three parts even when one fails, then reports each one's time and status
-test: setup data
+test: setup data browser
 	@fail=""; summary=""; \
 	for part in unit nbval book-check; do \
 	  t0=$$(date +%s); \

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import math
 import re
@@ -153,7 +154,7 @@ class Explorer:
             raise ValueError("no model in the explorer: add one with Explorer.add(G, key=..., profile=...)")
         data = self.manifest()
         data["onnx"] = {m["name"]: base64.b64encode(self._onnx[m["name"]]).decode() for m in self.models}
-        uid = "dcgan-explorer-" + _slug("-".join(m["key"] for m in self.models))[:40]
+        uid = "dcgan-explorer-" + hashlib.sha1(" ".join(m["key"] for m in self.models).encode()).hexdigest()[:10]
         payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
         return f"""<div class="dcgan-explorer" id="{uid}" data-manifest="{uid}-data">
 <p class="dcgan-explorer-status">The explorer needs JavaScript: it loads <code>_static/explorer/explorer.js</code>

@@ -116,6 +116,7 @@
   function gateText(m) {
     var g = m.gate;
     if (!g) return "no quality gate recorded";
+    if (!g.passed && g.fid === null) return "FAILED (" + g.reason + ")";
     var fid = g.fid === null ? "" : " (FID " + g.fid.toFixed(2) + (g.fid_limit === null ? "" : ", limit " + g.fid_limit.toFixed(2)) + ")";
     return (g.passed ? "passed" : "FAILED") + fid;
   }
@@ -156,9 +157,11 @@
     this.strip = el("div", {"class": "dx-strip"});
     this.walkEnds = el("span", {"class": "dx-note"});
     this.slots = {};
+    this.slotImages = {};
     var slotBoxes = ["A", "B", "C"].map(function (k) {
-      self.slots[k] = el("div", {"class": "dx-slot"});
-      return el("div", {"class": "dx-slotbox"}, [el("b", {text: k + " "}), self.slots[k],
+      self.slots[k] = el("span", {"class": "dx-slot"});
+      self.slotImages[k] = el("canvas", {"class": "dx-cell", "data-role": "slot-" + k, title: "the average of " + k});
+      return el("div", {"class": "dx-slotbox"}, [self.slotImages[k], el("br"), el("b", {text: k + " "}), self.slots[k],
         el("button", {text: "+ selected", onclick: function () { self.addTo(k); }}),
         el("button", {text: "clear", onclick: function () { self.state.arith[k] = [self.state.selected]; self.drawArith(); }})]);
     });
@@ -187,6 +190,7 @@
   Explorer.prototype.use = function (name) {
     var self = this, m = this.data.models.filter(function (x) { return x.name === name; })[0];
     this.model = m;
+    this.info.title = m.gate ? m.gate.reason : "";
     this.info.textContent = m.name + ": run " + m.key + " (profile " + m.profile + (m.epoch ? ", epoch " + m.epoch : "") +
       "), quality gate " + gateText(m) + "; " + m.image_size + "x" + m.image_size + ", nz " + m.nz + " (" + m.z_dist +
       "), " + (m.parameters / 1e6).toFixed(2) + " M parameters, " + (m.bytes / 1e6).toFixed(2) + " MB ONNX" +
@@ -313,12 +317,18 @@
   };
 
   Explorer.prototype.drawArith = function () {
-    var self = this, y = this.arithZ(), r = mulberry32(this.state.seed + 1), zs = [y];
-    ["A", "B", "C"].forEach(function (k) { self.slots[k].textContent = "samples " + self.state.arith[k].join(", "); });
-    for (var n = 0; n < NEIGHBOURS; n++) zs.push(y.map(function (v) { return v + NOISE * (2 * r() - 1); }));
+    var self = this, y = this.arithZ(), r = mulberry32(this.state.seed + 1), zs = [y], cvs = [this.big.result];
+    ["A", "B", "C"].forEach(function (k) {
+      self.slots[k].textContent = "samples " + self.state.arith[k].join(", ");
+      zs.push(mean(self.state.arith[k].map(function (i) { return self.z[i]; })));
+      cvs.push(self.slotImages[k]);
+    });
     this.neigh.textContent = "";
-    var cvs = zs.slice(1).map(function () { return self.neigh.appendChild(el("canvas", {"class": "dx-cell"})); });
-    return this.draw("result", zs, [this.big.result].concat(cvs));
+    for (var n = 0; n < NEIGHBOURS; n++) {
+      zs.push(y.map(function (v) { return v + NOISE * (2 * r() - 1); }));
+      cvs.push(this.neigh.appendChild(el("canvas", {"class": "dx-cell"})));
+    }
+    return this.draw("result", zs, cvs);
   };
 
   // ------------------------------------------------------------ for tests: wait, read a canvas
