@@ -191,3 +191,52 @@ def test_the_page_runs_the_generator_in_chromium(served):
         assert not errors, errors
     finally:
         d.quit()
+
+
+def test_the_committed_chapter_page_runs_its_models(tmp_path):
+    """Chapter 11's smoke baseline (what `make book-check` builds the html from): its explorer output, with the
+    models and manifest the notebook embedded, runs both generators in chromium as onnxruntime runs them here."""
+    import base64
+
+    import nbformat
+    import onnxruntime as ort
+
+    from dcgan.paths import REPO_ROOT
+
+    if not all((X.ort_web_dir() / f).is_file() for f in X.ORT_FILES):
+        pytest.skip(f"onnxruntime-web not fetched into {X.ort_web_dir()}: run `make data`")
+    nb = nbformat.read(REPO_ROOT / "tests" / "notebooks" / "11_latent_explorer.ipynb", 4)
+    html = next(o["data"]["text/html"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                if "dcgan-explorer" in o.get("data", {}).get("text/html", ""))
+    data = json.loads(html.split('type="application/json"')[1].split(">", 1)[1].split("</script>")[0])
+    assert X.install_static(tmp_path / "_static") == []
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "11.html").write_text(f'<!DOCTYPE html><html data-content_root="../"><head><meta charset="utf-8">'
+                                               f"</head><body>{html}</body></html>")
+    d = _browser()
+    try:
+        d.get((tmp_path / "book" / "11.html").as_uri())
+        assert _wait_ready(d) == "ready"
+        for i, m in enumerate(data["models"]):
+            if i:  # the second model, through the page's model menu
+                from selenium.webdriver.support.ui import Select
+
+                Select(d.find_element("css selector", "select.dx-model")).select_by_value(m["name"])
+                assert _wait_ready_model(d, m["name"]) == "ready"
+            info = d.find_element("css selector", ".dx-info").text
+            assert f"run {m['key']} (profile {m['profile']}" in info and "quality gate" in info
+            sess = ort.InferenceSession(base64.b64decode(data["onnx"][m["name"]]), providers=["CPUExecutionProvider"])
+            z = X.seeded_z(data["seed"], 16, m["nz"], m["z_dist"])
+            x = torch.from_numpy(sess.run(["image"], {"z": z[4:5].numpy()})[0][0])
+            want = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.int16).expand(3, -1, -1)
+            assert _close(_canvas(d, "sample-4"), want)
+    finally:
+        d.quit()
+
+
+def _wait_ready_model(d, name):
+    return d.execute_async_script("""const done = arguments[arguments.length - 1], name = arguments[0];
+      const wait = () => window.dcganExplorer.model.name === name && window.dcganExplorer.session
+        ? window.dcganExplorer.sessions[name].then(() => window.dcganExplorer.idle()).then(() => done("ready"))
+        : setTimeout(wait, 50);
+      wait();""", name)

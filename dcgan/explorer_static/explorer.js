@@ -189,7 +189,6 @@
   // load (or reuse) a model's session, then draw everything with it
   Explorer.prototype.use = function (name) {
     var self = this, m = this.data.models.filter(function (x) { return x.name === name; })[0];
-    this.model = m;
     this.info.title = m.gate ? m.gate.reason : "";
     this.info.textContent = m.name + ": run " + m.key + " (profile " + m.profile + (m.epoch ? ", epoch " + m.epoch : "") +
       "), quality gate " + gateText(m) + "; " + m.image_size + "x" + m.image_size + ", nz " + m.nz + " (" + m.z_dist +
@@ -200,7 +199,7 @@
       return ort.InferenceSession.create(base64Bytes(self.data.onnx[name]), {executionProviders: ["wasm"]});
     });
     this.sessions[name] = made;
-    return made.then(function (s) { self.session = s; self.status.textContent = "ready: the images are computed in this page";
+    return made.then(function (s) { self.model = m; self.session = s; self.status.textContent = "ready: the images are computed in this page";
       return self.drawAll(); })
       .catch(function (e) { self.status.textContent = "the explorer could not start: " + e.message; throw e; });
   };
