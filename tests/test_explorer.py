@@ -240,3 +240,22 @@ def _wait_ready_model(d, name):
         ? window.dcganExplorer.sessions[name].then(() => window.dcganExplorer.idle()).then(() => done("ready"))
         : setTimeout(wait, 50);
       wait();""", name)
+
+
+def test_the_book_build_copies_the_explorer_beside_the_pages(tmp_path, monkeypatch):
+    """dcgan.bookext's build-finished hook: explorer.js always; a missing onnxruntime-web is a note in the log, not
+    a warning (the book builds with -W), and the page says what to run."""
+    from types import SimpleNamespace
+
+    from dcgan import bookext
+
+    monkeypatch.setenv("DCGAN_ORT_WEB", str(tmp_path / "nowhere"))
+    app = SimpleNamespace(outdir=str(tmp_path / "html"), builder=SimpleNamespace(format="html"))
+    bookext._on_build_finished(app, None)
+    assert (tmp_path / "html" / "_static" / "explorer" / "explorer.js").is_file()
+    assert not (tmp_path / "html" / "_static" / "explorer" / "ort").exists()
+    js = (X.STATIC_DIR / "explorer.js").read_text()
+    assert "onnxruntime-web is missing beside this page" in js and "run `make data`" in js
+    bookext._on_build_finished(SimpleNamespace(outdir=str(tmp_path / "pdf"), builder=SimpleNamespace(format="latex")),
+                               None)
+    assert not (tmp_path / "pdf").exists()

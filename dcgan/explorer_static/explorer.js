@@ -343,13 +343,18 @@
 
   Explorer.prototype.seededZ = seededZ;
 
-  var all = [];
-  document.querySelectorAll(".dcgan-explorer").forEach(function (r) {
-    var data = JSON.parse(document.getElementById(r.dataset.manifest).textContent);
-    var ex = new Explorer(r, data);
-    ex.ready.catch(function () {});  // shown in the page
-    all.push(ex);
-  });
-  window.dcganExplorers = all;
-  window.dcganExplorer = all[0];
+  // every explorer of the page, once the whole page is parsed (this script may arrive before its end)
+  function start() {
+    var all = [];
+    document.querySelectorAll(".dcgan-explorer").forEach(function (r) {
+      var data = JSON.parse(document.getElementById(r.dataset.manifest).textContent);
+      var ex = new Explorer(r, data);
+      ex.ready.catch(function () {});  // the page says what went wrong
+      all.push(ex);
+    });
+    window.dcganExplorers = all;
+    window.dcganExplorer = all[0];
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();
