@@ -58,7 +58,7 @@ def test_the_check_fails_for_another_generator():
     """max_error is a test that can fail: another G's file is far from this G."""
     cfg = ModelConfig(image_size=16, channels=1, nz=8, ngf=4)
     a, b = trained_like(cfg, 0), trained_like(cfg, 1)
-    assert E.max_error(a, E.export_onnx(b), n=8) > 10 * E.FP16_TOL
+    assert E.max_error(a, E.export_onnx(b), n=8) > 50 * E.FP16_TOL
 
 
 def test_fp16_weights_keep_float32_arithmetic():
@@ -87,7 +87,7 @@ def test_cli_exports_a_run_and_says_the_error(tmp_path, capsys):
     assert str(out) in said and "max |ONNX - PyTorch| over 8 seeded images" in said
     assert E.max_error(g, out) <= E.FP32_TOL
     assert main(["export-onnx", str(run), "--out", str(tmp_path / "h.onnx"), "--epoch", "2", "--fp16"]) == 0
-    assert "(tolerance 0.02)" in capsys.readouterr().out
+    assert "(tolerance 0.004)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, says", [
