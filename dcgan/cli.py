@@ -428,6 +428,10 @@ def _cmd_export(args) -> int:
         raise UsageError(f"RUN: no such file or folder: {args.run}")
     if args.epoch is not None and not Path(args.run).is_dir():
         raise UsageError(f"--epoch needs a run folder as RUN, and {args.run} is a file")
+    if args.epoch is None and Path(args.run).is_dir() and not (Path(args.run) / "G.pt").exists():
+        have = sorted(int(p.stem.split("_")[-1]) for p in (Path(args.run) / "snapshots").glob("G_epoch_*.pt"))
+        raise UsageError(f"{args.run} has no G.pt (an unfinished run?)"
+                         + (f": pick a snapshot with --epoch N (it has epochs {have})" if have else ""))
     try:
         out, err = E.export_run(args.run, args.out, epoch=args.epoch, fp16=args.fp16, check=args.check)
     except CheckpointError as e:

@@ -96,14 +96,17 @@ def test_cli_exports_a_run_and_says_the_error(tmp_path, capsys):
     (["FILE", "--out", "x.onnx", "--epoch", "1"], "--epoch needs a run folder"),
     (["RUN", "--out", "x.onnx", "--check", "-1"], "--check must be >= 0"),
     (["NOTG", "--out", "x.onnx"], "is not a dcgan checkpoint"),
+    (["UNFINISHED", "--out", "x.onnx"], "has no G.pt (an unfinished run?): pick a snapshot with --epoch N (it has epochs [3])"),
 ])
 def test_cli_user_errors_are_one_line(args, says, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     _g_file(run / "G.pt")
-    (tmp_path / "notg.pt").write_bytes(b"")
     torch.save({"a": 1}, tmp_path / "notg.pt")
-    subst = {"MISSING": str(tmp_path / "nope"), "RUN": str(run), "FILE": str(run / "G.pt"), "NOTG": str(tmp_path / "notg.pt")}
+    (tmp_path / "partial" / "snapshots").mkdir(parents=True)
+    _g_file(tmp_path / "partial" / "snapshots" / "G_epoch_003.pt")
+    subst = {"MISSING": str(tmp_path / "nope"), "RUN": str(run), "FILE": str(run / "G.pt"), "NOTG": str(tmp_path / "notg.pt"),
+             "UNFINISHED": str(tmp_path / "partial")}
     rc = main(["export-onnx", *[subst.get(a, a) for a in args]])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and says in err and "Traceback" not in err
