@@ -64,6 +64,7 @@ def test_manifest_rows_say_what_the_page_shows(tmp_path):
         ex.add(trained_like(CFG), key="x", profile="smoke", name="emoji-32")
     with pytest.raises(ValueError, match="over the page's budget of 1,000; export it with fp16=True"):
         X.Explorer(fp16=False, budget=1000).add(trained_like(CFG), key="x", profile="smoke")
+    assert X.Explorer(budget=1000).add(trained_like(CFG), key="x", profile="smoke", budget=X.MODEL_BUDGET)["fp16"]
     with pytest.raises(ValueError, match="unconditional generators"):
         X.Explorer().add(trained_like(ModelConfig(image_size=16, channels=1, nz=8, ngf=4, n_classes=10)), key="c",
                          profile="smoke")
