@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make book   set-up, offline data, every chapter under the `book` profile, html in _build/html
-#   make test   set-up, offline data, unit tests, nbval + results regression (smoke baseline), book build check
+#   make test   set-up, offline data, chromium (when root), unit tests, nbval + results regression (smoke baseline),
+#               book build check
 # Every target installs only what is missing: a second `make` costs seconds.
 
 SHELL := /bin/bash
