@@ -24,7 +24,7 @@ __all__ = ["OPSET", "FP32_TOL", "FP16_TOL", "ExportError", "export_onnx", "fp16_
 
 OPSET = 17  # onnxruntime-web 1.24 runs opsets up to 21; 17 is the TorchScript exporter's best-tested one
 # Largest |ONNX - PyTorch| over images in [-1, 1] (tanh outputs). fp32: the two runtimes' float32 rounding (measured
-# 1e-8 to 5e-7); fp16: the weights rounded to half precision (5e-4 relative each; measured 2e-5 to 7e-4 on the smoke
+# 1e-8 to 5e-7); fp16: the weights rounded to half precision (5e-4 relative each; measured 2e-5 to 1.1e-3 on the smoke
 # and book-width generators): 4e-3 is half of one 8-bit level (2/255), so a page's pixels stay PyTorch's up to rounding.
 FP32_TOL = 1e-4
 FP16_TOL = 4e-3

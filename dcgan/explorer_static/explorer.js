@@ -206,11 +206,11 @@
 
   // G(zs) -> Float32Array of images (n, C, S, S); runs one at a time (a session runs one batch at a time)
   Explorer.prototype.generate = function (zs) {
-    var self = this, nz = this.model.nz, flat = new Float32Array(zs.length * nz);
+    var self = this, session = this.session, nz = this.model.nz, flat = new Float32Array(zs.length * nz);
     zs.forEach(function (z, i) { flat.set(z, i * nz); });
     this.pending++;
     var job = this.chain.then(function () {
-      return self.session.run({z: new window.ort.Tensor("float32", flat, [zs.length, nz])});
+      return session.run({z: new window.ort.Tensor("float32", flat, [zs.length, nz])});
     }).then(function (out) { return out.image.data; });
     this.chain = job.catch(function () {}).then(function () { if (--self.pending === 0) self.waiters.splice(0).forEach(function (f) { f(); }); });
     return job;
@@ -218,18 +218,18 @@
 
   // the latest request per target wins: a slider dragged fast draws its last position, not every step
   Explorer.prototype.draw = function (target, zs, canvases) {
-    var self = this, ticket = (this.latest[target] || 0) + 1;
+    var self = this, m = this.model, ticket = (this.latest[target] || 0) + 1;
     this.latest[target] = ticket;
     return this.generate(zs).then(function (img) {
       if (self.latest[target] !== ticket) return;
-      var size = self.model.image_size, c = self.model.channels, per = c * size * size;
+      var size = m.image_size, c = m.channels, per = c * size * size;
       canvases.forEach(function (cv, i) { paint(cv, img.subarray(i * per, (i + 1) * per), c, size); });
-    });
+    }, function (e) { self.status.textContent = "the generator failed: " + e.message; });
   };
 
   function paint(canvas, x, c, s) {
     canvas.width = s; canvas.height = s;
-    var ctx = canvas.getContext("2d"), im = ctx.createImageData(s, s);
+    var ctx = canvas.getContext("2d", {willReadFrequently: true}), im = ctx.createImageData(s, s);
     for (var p = 0; p < s * s; p++) {
       for (var k = 0; k < 3; k++) {
         var v = x[(c === 1 ? 0 : k) * s * s + p];
