@@ -58,16 +58,19 @@ def test_the_check_fails_for_another_generator():
     """max_error is a test that can fail: another G's file is far from this G."""
     cfg = ModelConfig(image_size=16, channels=1, nz=8, ngf=4)
     a, b = trained_like(cfg, 0), trained_like(cfg, 1)
-    assert E.max_error(a, E.export_onnx(b), n=8) > 50 * E.FP16_TOL
+    assert E.max_error(a, E.export_onnx(b), n=8) > 20 * E.FP16_TOL
 
 
 def test_fp16_weights_keep_float32_arithmetic():
-    g = trained_like(ModelConfig(image_size=16, channels=1, nz=8, ngf=4))
+    g = trained_like(ModelConfig(image_size=16, channels=1, nz=8, ngf=8))
     m = onnx.load_from_string(E.export_onnx(g, fp16=True))
-    kinds = {i.data_type for i in m.graph.initializer}
-    assert onnx.TensorProto.FLOAT not in kinds and onnx.TensorProto.FLOAT16 in kinds
+    from onnx import numpy_helper
+
+    sizes = {i.name: (i.data_type, numpy_helper.to_array(i).size) for i in m.graph.initializer}
+    assert all(t == onnx.TensorProto.FLOAT16 for t, n in sizes.values() if n >= E.FP16_MIN_SIZE)
+    assert all(t != onnx.TensorProto.FLOAT16 for t, n in sizes.values() if n < E.FP16_MIN_SIZE)  # BatchNorm's
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    assert sum(n.op_type == "Cast" for n in m.graph.node) == len(m.graph.initializer)
+    assert sum(n.op_type == "Cast" for n in m.graph.node) == sum(t == onnx.TensorProto.FLOAT16 for t, _ in sizes.values()) > 0
 
 
 def _g_file(path, cfg=ModelConfig(image_size=16, channels=1, nz=8, ngf=4)):
@@ -87,7 +90,7 @@ def test_cli_exports_a_run_and_says_the_error(tmp_path, capsys):
     assert str(out) in said and "max |ONNX - PyTorch| over 8 seeded images" in said
     assert E.max_error(g, out) <= E.FP32_TOL
     assert main(["export-onnx", str(run), "--out", str(tmp_path / "h.onnx"), "--epoch", "2", "--fp16"]) == 0
-    assert "(tolerance 0.004)" in capsys.readouterr().out
+    assert "(tolerance 0.01)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, says", [
