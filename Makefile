@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make book   set-up, offline data, every chapter under the `book` profile, html in _build/html
-#   make test   set-up, offline data, unit tests, nbval + results regression (smoke baseline), book build check
+#   make test   set-up, offline data, chromium (when root), unit tests, nbval + results regression (smoke baseline),
+#               book build check
 # Every target installs only what is missing: a second `make` costs seconds.
 
 SHELL := /bin/bash
@@ -19,12 +20,12 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 STAMP := $(VENV)/.dcgan-installed
 ONLY_ARG := $(if $(ONLY),--only $(ONLY),)
 
-.PHONY: help setup data book test unit nbval book-check nbval-baseline regression-calibrate lock clean-book reference
+.PHONY: help setup data browser book test unit nbval book-check nbval-baseline regression-calibrate lock clean-book reference
 
 help:
 	@echo "make book            set up, fetch the data, execute every chapter (PROFILE=$(PROFILE)), render _build/html"
 	@echo "make test            set up, fetch the data, unit tests, nbval and results regression against tests/notebooks, book build check"
-	@echo "make setup | data | unit | nbval | book-check"
+	@echo "make setup | data | browser | unit | nbval | book-check"
 	@echo "make nbval-baseline [ONLY=02_training]   re-execute chapters under smoke into tests/notebooks/"
 	@echo "make regression-calibrate [ONLY=02_training]   calibrate the results regression (after nbval-baseline)"
 	@echo "make lock            re-resolve requirements.lock from pyproject.toml"
@@ -55,8 +56,18 @@ lock:
 
 # ---------------------------------------------------------------- data
 
+# the offline sets, and onnxruntime-web (npm, pinned, checksummed) for chapter 11's explorer
 data:
 	python3 scripts/fetch_data.py --dest "$(DCGAN_DATA)"
+
+# Debian's chromium and chromedriver for the explorer's browser test (tests/test_explorer.py skips without them)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (apt-get) for the explorer's browser test"; \
+	  apt-get update -q >/dev/null; apt-get install -y -q chromium chromium-driver >/dev/null; \
+	else echo "note: chromium or chromedriver missing and not root: the explorer's browser test will skip" \
+	  "(run \`make browser\` as root, or apt-get install chromium chromium-driver)"; fi
 
 # ---------------------------------------------------------------- the book
 
@@ -79,7 +90,7 @@ clean-book:
 # ---------------------------------------------------------------- tests
 
 # runs all three parts even when one fails, then reports each one's time and status
-test: setup data
+test: setup data browser
 	@fail=""; summary=""; \
 	for part in unit nbval book-check; do \
 	  t0=$$(date +%s); \

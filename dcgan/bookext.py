@@ -6,6 +6,10 @@ chapters' own numbers: after Sphinx has assigned the figure numbers (event ``env
 figure of ``book/NN_name`` gets ``(NN, k)``, k counting that chapter's figures in document order, so a
 caption reads "Figure 2.3" and ``{numref}`` in the prose says the same. Enabled in ``_config.yml``
 (``sphinx: extra_extensions``).
+
+It also copies the latent-space explorer (chapter 11, :mod:`dcgan.explorer`) into the html's
+``_static/explorer/`` when the build has finished: its script and stylesheet, and onnxruntime-web
+from where ``make data`` fetched it (where that is missing, the log and the page say so).
 """
 
 from __future__ import annotations
@@ -40,7 +44,21 @@ def _on_env_updated(app, env):
     return renumber(env.toc_fignumbers)
 
 
+def _on_build_finished(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    from pathlib import Path
+
+    from sphinx.util import logging
+
+    from .explorer import install_static
+
+    for note in install_static(Path(app.outdir) / "_static"):
+        logging.getLogger(__name__).info(f"[dcgan.bookext] {note}")  # a note, not a warning: -W keeps building
+
+
 def setup(app):
+    app.connect("build-finished", _on_build_finished)
     # after the toctree collector (priority 500) has numbered the figures
     app.connect("env-get-updated", _on_env_updated, priority=900)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
