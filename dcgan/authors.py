@@ -60,6 +60,7 @@ __all__ = [
     "ConversionCheck",
     "conversion_check",
     "SVHN_CHANNEL_MEANS",
+    "feature_protocol",
 ]
 
 WEIGHTS = Path(__file__).parent / "weights" / "authors_svhn_dcgan.npz"
@@ -391,3 +392,30 @@ def conversion_check(G: Generator, D: Discriminator, n: int = 512, seed: int = 0
     rgb = (x + 1) / 2
     return ConversionCheck(_mean_ci(d_noise, seed=seed), _mean_ci(d_x - d_noise, seed=seed),
                            _mean_ci(rgb[:, 2].mean((1, 2)) - rgb[:, 0].mean((1, 2)), seed=seed))
+
+
+def feature_protocol(featurizers: dict, pool: torch.Tensor, y_pool, val: torch.Tensor, y_val, test: torch.Tensor,
+                     y_test, *, Cs=None, select_draws: int = 10, test_draws: int = 100, per_class: int = 100,
+                     seed: int = 0, timer=None) -> dict:
+    """§5.2 by the authors' analysis script (``features.authors_svhn_protocol``) for several representations.
+
+    ``featurizers`` maps a name to a function of uint8 images -> features (each gets the images it was
+    made for: wrap them beforehand, e.g. :func:`as_svhn_like` for the authors' D). Every representation's
+    pool, validation and test features are computed once; the label draws are the same for all (same
+    seed, same pool labels), so their per-draw test errors are paired. Returns ``{name: DrawsResult}``.
+    """
+    import contextlib
+
+    from .features import AUTHORS_CS, authors_svhn_protocol
+
+    y_pool, y_val, y_test = (np.asarray(v) for v in (y_pool, y_val, y_test))
+    step = timer or (lambda name: contextlib.nullcontext())
+    out = {}
+    for name, fn in featurizers.items():
+        with step(f"features: {name}"):
+            Xp, Xv, Xt = fn(pool), fn(val), fn(test)
+        with step(f"L2-SVM, the authors' protocol: {name}"):
+            out[name] = authors_svhn_protocol(lambda i: Xp[i], y_pool, Xv, y_val, Xt, y_test,
+                                              Cs=AUTHORS_CS if Cs is None else Cs, select_draws=select_draws,
+                                              test_draws=test_draws, per_class=per_class, seed=seed)
+    return out
