@@ -61,6 +61,9 @@ __all__ = [
     "conversion_check",
     "SVHN_CHANNEL_MEANS",
     "feature_protocol",
+    "stroke_mask",
+    "digit_attribute_tests",
+    "DIGIT_ARITHMETIC",
 ]
 
 WEIGHTS = Path(__file__).parent / "weights" / "authors_svhn_dcgan.npz"
@@ -419,3 +422,79 @@ def feature_protocol(featurizers: dict, pool: torch.Tensor, y_pool, val: torch.T
                                               Cs=AUTHORS_CS if Cs is None else Cs, select_draws=select_draws,
                                               test_draws=test_draws, per_class=per_class, seed=seed)
     return out
+
+
+def stroke_mask(images: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Where a house number's strokes are: pixels whose grey level (in [-1, 1]) differs from the image's median grey
+    by more than ``threshold``, (N, H, W) bool.
+
+    A digit covers less of an SVHN crop than its background, so the median grey is the background's and the
+    strokes are the pixels far from it, whichever the polarity (light on dark or dark on light). The threshold
+    is fixed (not per image), so strokes that fade leave the mask.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    g = images.float().mean(1)
+    med = g.flatten(1).median(1).values[:, None, None]
+    return (g - med).abs() > threshold
+
+
+# §6.3.2 on house numbers: light digit on a warm plate - light digit on a cool plate + dark digit on a cool plate
+# = dark digit on a warm plate (A - B + C; the attributes where A and B differ take A's value).
+DIGIT_ARITHMETIC = (
+    {"polarity": "light on dark", "tone": "warm"},
+    {"polarity": "light on dark", "tone": "cool"},
+    {"polarity": "dark on light", "tone": "cool"},
+)
+
+
+def _two(p: torch.Tensor) -> np.ndarray:
+    p = p.double().clamp(0, 1).numpy()
+    return np.stack([p, 1 - p], 1)
+
+
+def digit_attribute_tests(tone_level: float, scale: float = 0.05):
+    """Selectors and judges of two attributes of a house number, as ``dcgan.latent.AttributeTest`` pairs.
+
+    * **polarity** ("light on dark" / "dark on light"). Selector: on the 8x8 mean-pooled grey image, the mean
+      signed deviation from the median of the quarter of cells farthest from it (the strokes, coarsely:
+      above the median for light strokes). Judge, at full resolution: the grey histogram's skew, mean minus
+      median (strokes cover less of the crop than the background, so light strokes pull the mean above the
+      median).
+    * **tone** ("warm" / "cool"): red minus blue, against ``tone_level`` (the median over a pool of samples,
+      which are blue on the whole as SVHN is). Selector: the mean of R - B over the 8x8 pooled image.
+      Judge: the median over the full-resolution pixels.
+
+    The selectors choose exemplars (on coarse pixels, soft scores); the judges, other statistics of the
+    full image, decide what an output shows (hard decisions). Returns ``(selectors, judges)``, dicts of
+    :class:`~dcgan.latent.AttributeTest` keyed by attribute name.
+    """
+    import torch.nn.functional as F
+
+    from .latent import AttributeTest
+
+    def pooled(x):
+        return F.adaptive_avg_pool2d(x.float(), 8)
+
+    def pol_select(x):
+        d = pooled(x).mean(1).flatten(1)
+        d = d - d.median(1, keepdim=True).values
+        far = d.abs() >= d.abs().quantile(0.75, dim=1, keepdim=True)
+        return _two(torch.sigmoid((d * far).sum(1) / far.sum(1) / scale))
+
+    def pol_judge(x):
+        g = x.float().mean(1).flatten(1)
+        return _two((g.mean(1) > g.median(1).values).double())
+
+    def tone_select(x):
+        p = pooled(x)
+        return _two(torch.sigmoid(((p[:, 0] - p[:, 2]).mean((1, 2)) - tone_level) / scale))
+
+    def tone_judge(x):
+        d = (x[:, 0].float() - x[:, 2].float()).flatten(1)
+        return _two((d.median(1).values > tone_level).double())
+
+    pol, tone = ["light on dark", "dark on light"], ["warm", "cool"]
+    selectors = {"polarity": AttributeTest("polarity", pol, pol_select), "tone": AttributeTest("tone", tone, tone_select)}
+    judges = {"polarity": AttributeTest("polarity", pol, pol_judge), "tone": AttributeTest("tone", tone, tone_judge)}
+    return selectors, judges
