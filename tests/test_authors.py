@@ -211,3 +211,41 @@ def test_as_svhn_like():
         A.as_svhn_like(x.float())
     with pytest.raises(ValueError, match="N, 1 or 3"):
         A.as_svhn_like(x[0])
+
+
+def test_converted_nets_round_trip_through_the_checkpoint_format(tmp_path, right):
+    # The extended config travels with the weights: a converted G saved as a dcgan-net file loads as the same net.
+    from dcgan.checkpoints import _net_file, atomic_save, load_generator
+
+    G = A.convert_generator(A.load_arrays())
+    A.estimate_batchnorm(G, [torch.randn(32, 100, generator=torch.Generator().manual_seed(i)) for i in range(2)])
+    atomic_save(_net_file(G, G.cfg), tmp_path / "G.pt")
+    G2 = load_generator(tmp_path / "G.pt")
+    assert G2.cfg == A.authors_config()
+    z = torch.randn(4, 100)
+    with torch.no_grad():
+        assert torch.equal(G.eval()(z), G2(z))
+
+
+def test_stroke_mask_follows_the_digit_whatever_its_polarity():
+    x = torch.full((2, 3, 32, 32), -0.5)
+    x[0, :, 8:24, 14:18] = 0.8  # a light bar on a dark plate
+    x[1] = 0.6
+    x[1, :, 8:24, 14:18] = -0.7  # a dark bar on a light plate
+    m = A.stroke_mask(x, 0.3)
+    assert m[:, 8:24, 14:18].all() and m.float().mean() == 64 / 1024
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        A.stroke_mask(x[0], 0.3)
+
+
+def test_digit_attribute_judges_read_polarity_and_tone():
+    x = torch.full((2, 3, 32, 32), -0.5)
+    x[0, :, 8:24, 14:18] = 0.8  # light digit on dark
+    x[1] = 0.6
+    x[1, :, 8:24, 14:18] = -0.7  # dark digit on light
+    x[0, 0] += 0.3  # the first plate warm (red up), the second cool (blue up)
+    x[1, 2] += 0.3
+    selectors, judges = A.digit_attribute_tests(tone_level=0.0)
+    for tests in (selectors, judges):
+        assert tests["polarity"].predict(x) == ["light on dark", "dark on light"]
+        assert tests["tone"].predict(x) == ["warm", "cool"]
