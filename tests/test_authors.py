@@ -249,3 +249,20 @@ def test_digit_attribute_judges_read_polarity_and_tone():
     for tests in (selectors, judges):
         assert tests["polarity"].predict(x) == ["light on dark", "dark on light"]
         assert tests["tone"].predict(x) == ["warm", "cool"]
+
+
+def test_transposed_convs_are_the_adjoints_of_the_authors_strided_convs(right):
+    # Theano's deconv is the input-gradient of dnn_conv(subsample=2, border_mode=2): G's upsampling layers must be
+    # exactly the adjoints of Conv2d(k5, s2, p2) with the same kernel, <convT(y), x> = <y, conv(x)> for all x, y.
+    import torch.nn.functional as F
+
+    G = right[0]
+    for up in (G.blocks[1][0], G.blocks[2][0], G.out[0]):
+        w = up.weight.detach()  # (in, out, 5, 5)
+        y = torch.randn(2, w.shape[0], 4, 4, dtype=torch.float64)
+        x = torch.randn(2, w.shape[1], 8, 8, dtype=torch.float64)
+        lhs = (F.conv_transpose2d(y, w.double(), stride=up.stride, padding=up.padding,
+                                  output_padding=up.output_padding) * x).sum()
+        rhs = (y * F.conv2d(x, w.double(), stride=2, padding=2)).sum()
+        assert torch.allclose(lhs, rhs), up
+        assert up.kernel_size == (5, 5) and up.padding == (2, 2) and up.output_padding == (1, 1)
