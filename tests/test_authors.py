@@ -266,3 +266,19 @@ def test_transposed_convs_are_the_adjoints_of_the_authors_strided_convs(right):
         rhs = (y * F.conv2d(x, w.double(), stride=2, padding=2)).sum()
         assert torch.allclose(lhs, rhs), up
         assert up.kernel_size == (5, 5) and up.padding == (2, 2) and up.output_padding == (1, 1)
+
+
+def test_feature_protocol_pairs_the_label_draws_across_representations():
+    # Every representation sees the same label draws (same seed, same pool labels): two copies of one
+    # representation get the same errors draw for draw, so differences between representations pair per draw.
+    g = torch.Generator().manual_seed(0)
+    y = np.arange(120) % 4
+    imgs = (torch.rand(120, 1, 8, 8, generator=g) * 60).to(torch.uint8)
+    imgs[:, 0, 0, :4] = torch.as_tensor(y * 50, dtype=torch.uint8)[:, None]  # a class signal in the pixels
+    flat = lambda x: x.float().flatten(1).numpy()
+    feats = {"pixels": flat, "copy": lambda x: flat(x).copy()}
+    out = A.feature_protocol(feats, imgs[:80], y[:80], imgs[80:100], y[80:100], imgs[100:], y[100:], Cs=[1e-3, 1e-2],
+                             select_draws=1, test_draws=3, per_class=5, seed=0)
+    assert set(out) == {"pixels", "copy"}
+    assert np.array_equal(out["pixels"].test_errors, out["copy"].test_errors)
+    assert out["pixels"].test_errors.mean() < 50  # the signal is found: the draws are real fits, not chance
