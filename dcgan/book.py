@@ -329,6 +329,8 @@ def stage_book(executed_dir: Path, stage: Path) -> Path:
     for p in list(executed_dir.glob("[0-9][0-9]_*.ipynb")) + [executed_dir / "results.md"]:
         if p.exists():
             shutil.copy2(p, stage / "book" / p.name)
+    if (executed_dir / "_generated").is_dir():  # the results page's figures (dcgan.report.write_results_page)
+        shutil.copytree(executed_dir / "_generated", stage / "book" / "_generated", dirs_exist_ok=True)
     toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
     present = {f for f in _toc_files(toc) if any((stage / f).with_suffix(s).exists() for s in (".md", ".ipynb"))}
     missing = [f for f in _toc_files(toc) if f not in present]
