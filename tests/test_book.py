@@ -86,7 +86,7 @@ def test_figures_are_numbered_and_referenced(nb_path: Path):
     nb = nbformat.read(nb_path, 4)
     md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    names = re.findall(r"```\{glue:figure\} \S+\n:name: (\S+)\n", md)
+    names = re.findall(r"(?:```|:::)\{glue:figure\} \S+\n:name: (\S+)\n", md)
     assert len(names) == md.count("{glue:figure}"), "every {glue:figure} has a :name: line right below it"
     for name in names:
         assert f"{{numref}}`{name}`" in md, f"figure {name} is not cited as {{numref}}`{name}` in the prose"
@@ -97,11 +97,11 @@ def test_figures_are_numbered_and_referenced(nb_path: Path):
 
 
 VISIBLE_CODE_LINES = 100  # a chapter shows the calls behind its results; plotting, tables and bookkeeping fold
-FOLDED = ("hide-input", "remove-input", "remove-cell")
+FOLDED = ("hide-input", "hide-cell", "remove-input", "remove-cell")
 
 
 def visible_code_lines(nb) -> int:
-    """Non-blank code lines in cells the reader sees unfolded (no hide-input/remove-input/remove-cell tag)."""
+    """Non-blank code lines in cells the reader sees unfolded (no hide-input/hide-cell/remove-input/remove-cell tag)."""
     return sum(1 for c in nb.cells if c.cell_type == "code" and not set(c.metadata.get("tags", [])) & set(FOLDED)
                for line in c.source.splitlines() if line.strip())
 
