@@ -84,6 +84,22 @@ def show_figure(fig, caption: str) -> None:
     plt.close(fig)
 
 
+def show_images(ax, imgs, nrow: int, title: str | None = None, normalize: bool = True) -> None:
+    """Draw a batch of images in [-1, 1] (N, C, H, W) on ``ax`` as one grid of ``nrow`` per row, without axes.
+
+    ``normalize=False`` draws values already in [0, 1] (a saliency map) as they are. The chapters' image panels
+    (06, 07) all go through it.
+    """
+    from torchvision.utils import make_grid
+
+    grid = make_grid(imgs.float(), nrow=nrow, normalize=normalize, value_range=(-1, 1) if normalize else None,
+                     pad_value=1, padding=1)
+    ax.imshow(grid.permute(1, 2, 0).numpy())
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
 # ---------------------------------------------------------------- notebooks and parameters
 
 def chapter_notebooks(only: list[str] | None = None, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:

@@ -48,7 +48,7 @@ from .results import Result, load_results
 __all__ = ["Claim", "CLAIMS", "CHECKS", "VERDICTS", "CHECK_VERDICTS", "REPRODUCED", "PARTLY", "NOT_REPRODUCED",
            "WITHIN_NOISE", "NO_INTERVAL", "BELOW_GATE", "NO_GATE", "INCONCLUSIVE", "PAPER_DATA_NEEDED", "NOT_RUN",
            "interval_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
-           "results_table", "chapter_verdicts", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data",
+           "results_table", "chapter_verdicts", "control_line", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data",
            "RULES", "make_rule", "load_claims", "chapter_ref", "paper_claims", "write_paper_page"]
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
@@ -702,6 +702,15 @@ def chapter_verdicts(results: Iterable[Result]) -> str:
         ours = f" ({r['ours']})" if r["ours"] != "–" else ""
         lines.append(f"- **{r['section']}** {r['claim']}: **{r['verdict']}**{ours}.")
     return "\n".join(lines) if lines else "No claim of the paper is decided by this chapter's results."
+
+
+def control_line(text: str, diff: float, lo: float, hi: float, gate_ok: bool, unit: str = "points") -> str:
+    """A chapter's control (not a claim of the paper) as a Markdown bullet, judged like the results page judges a
+    difference: *holds* when the 95% interval [lo, hi] of ``diff`` lies above zero, *does not hold* below it,
+    *inconclusive (within noise)* across it; a model below the quality gate (``gate_ok`` False) decides nothing."""
+    word = interval_verdict(lo, hi)
+    word = BELOW_GATE if not gate_ok else {REPRODUCED: "holds", NOT_REPRODUCED: "does not hold"}.get(word, word)
+    return f"- *{text}*: **{word}** ({diff:+.1f} {unit}, paired 95% interval {lo:+.1f} to {hi:+.1f})."
 
 
 def at_a_glance(results: Iterable[Result]) -> str:

@@ -348,3 +348,18 @@ def test_no_hand_written_verdicts(nb_path: Path):
              for s in hand_written_verdicts(c.source)]
     assert not found, (f"{nb_path.name} states verdicts in hand-written markdown (generate them from the recorded "
                        "numbers, e.g. display(Markdown(dcgan.report.chapter_verdicts(...)))):\n" + "\n".join(found))
+
+
+def test_show_images_draws_one_grid_without_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    fig, ax = plt.subplots()
+    book.show_images(ax, torch.zeros(6, 3, 8, 8), nrow=3, title="six grey images")
+    (im,) = ax.get_images()
+    assert im.get_array().shape == (2 * 9 + 1, 3 * 9 + 1, 3)  # 2 rows x 3, one pixel of padding around each
+    assert float(im.get_array()[5, 5, 0]) == 0.5 and not ax.axison and ax.get_title() == "six grey images"
+    plt.close(fig)

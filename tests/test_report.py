@@ -519,3 +519,11 @@ def test_svhn_number_is_judged_on_the_authors_protocol(tmp_path):
     assert _verdict(tmp_path / "book", "§5.2 Table 2", "SVHN") == PAPER_DATA_NEEDED
     _ci(res2, "semi_dcgan_test_error_authors", 23.0, 22.0, 24.0, dataset="fashion-mnist (1000 labels)")
     assert _verdict(tmp_path / "book", "§5.2 Table 2", "SVHN") == PAPER_DATA_NEEDED  # a stand-in's number
+
+
+def test_control_line_judges_a_chapters_control_like_a_claim():
+    assert report.control_line("D beats pixels", 5.0, 1.0, 9.0, True) == \
+        "- *D beats pixels*: **holds** (+5.0 points, paired 95% interval +1.0 to +9.0)."
+    assert "**does not hold**" in report.control_line("x", -5.0, -9.0, -1.0, True)
+    assert f"**{WITHIN_NOISE}**" in report.control_line("x", 1.0, -1.0, 3.0, True, unit="points of test error")
+    assert f"**{BELOW_GATE}**" in report.control_line("x", 5.0, 1.0, 9.0, False)  # a failed gate decides nothing
