@@ -648,11 +648,13 @@ def results_table(results: list[Result]) -> str:
     """A Markdown table of every recorded result (intervals beside their values), after a line per chapter
     with the profile, seed and hardware its numbers come from (kept out of the table so that it fits the page)."""
     f = Found(results)
-    runs: dict[str, set[str]] = {}
+    runs: dict[str, list[str]] = {}  # profile, seed and hardware -> the chapters whose numbers they made
     for r in results:
-        runs.setdefault(r.chapter, set()).add(f"{r.profile}, seed {r.seed}, {r.hardware}")
-    head = "Where each chapter's numbers come from: " + "; ".join(
-        f"{ch}: {' / '.join(sorted(v))}" for ch, v in runs.items()) + ".\n\n" if runs else ""
+        chapters = runs.setdefault(f"`{r.profile}` profile, seed {r.seed}, {r.hardware}", [])
+        if r.chapter not in chapters:
+            chapters.append(r.chapter)
+    head = "Where the numbers come from: " + "; ".join(
+        f"{k} (chapters {', '.join(ch.split('_', 1)[0] for ch in v)})" for k, v in runs.items()) + ".\n\n" if runs else ""
     head += ("| chapter | result | ours [95% interval] | paper | unit | data set |\n"
              "|---|---|---|---|---|---|\n")
     rows = []
