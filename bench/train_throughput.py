@@ -1,4 +1,9 @@
-"""Training throughput of the DCGAN step: the paper's 64x64 step (ngf = ndf = 64) and the book's 32x32 one (ngf 32).
+"""Training throughput of the DCGAN step: the paper's 64x64 step, the book's 32x32 one and the book's own small nets.
+
+Configurations (``--config``): ``64x64/ngf64`` (the paper's step), ``32x32/ngf32`` (chapter 02's runs),
+``ch08-32x32/ngf16`` (chapter 08's 24 ablation runs: grey, nz 64, batch 64) and ``ch09-cond-32x32/ngf32``
+(chapter 09's label-conditional DCGAN: grey, nz 64, 10 classes, batch 64). The book's small nets are
+bound by per-op overhead rather than FLOPs, so they are the ones whose paths differ most.
 
 Prints, in one run and measured side by side, img/s of
 
@@ -10,12 +15,13 @@ Prints, in one run and measured side by side, img/s of
   :func:`dcgan.train.train_many` trains several runs at once (the book's small
   nets are bound by per-op overhead, which one process per core hides);
 
-the ratio of the fastest to fp32, the FLOPs of one step (``torch.utils.flop_counter``)
+each path's ratio to fp32 eager, the FLOPs of one step (``torch.utils.flop_counter``)
 and the fraction of this machine's measured bf16 (and fp32) matmul peak each path
 reaches. Every path runs the engine's own step, :func:`dcgan.train.gan_step`.
 
     python bench/train_throughput.py                 # both configurations, CPU or the GPU if there is one
     python bench/train_throughput.py --config 32x32/ngf32 --steps 20 --compile --json out.json
+    python bench/train_throughput.py --config ch08-32x32/ngf16 ch09-cond-32x32/ngf32 --steps 50 --compile
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: i
 
 
 def setup(cfg: ModelConfig, batch: int, device: torch.device, path: str, seed: int = 0):
+    """One training step of ``cfg`` on a fixed random batch, on ``path`` (fp32, bf16, bf16+compile)."""
     torch.manual_seed(seed)
     G, D = build_models(cfg)
     fast = path != "fp32"
@@ -67,9 +74,11 @@ def setup(cfg: ModelConfig, batch: int, device: torch.device, path: str, seed: i
     nets = (torch.compile(G), torch.compile(D)) if "compile" in path else (G, D)
     prec = "bf16" if fast else "fp32"
     gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, cfg.n_classes, (batch,), generator=gen).to(device) if cfg.n_classes else None
 
     def step() -> dict:
-        return gan_step(G, D, oG, oD, real, sample_noise(cfg, batch, gen, device), device=device, precision=prec, nets=nets)
+        return gan_step(G, D, oG, oD, real, sample_noise(cfg, batch, gen, device), y, device=device, precision=prec,
+                        nets=nets)
 
     return step
 
@@ -95,45 +104,58 @@ def time_path(step, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t) / steps
 
 
-# (image size, ngf = ndf, the target share of the bf16 matmul peak): the paper's 64x64 step and the book's 32x32 runs
-CONFIGS = {"64x64/ngf64": (64, 64, 0.85), "32x32/ngf32": (32, 32, 0.60)}
+# name -> (model, batch, the target share of the bf16 matmul peak or None): the paper's 64x64 step, the book's
+# 32x32 runs, and the small nets of chapters 08 and 09 (their configs in dcgan.stability and dcgan.config, book)
+CONFIGS = {
+    "64x64/ngf64": (ModelConfig(image_size=64, channels=3, nz=100, ngf=64, ndf=64), 128, 0.85),
+    "32x32/ngf32": (ModelConfig(image_size=32, channels=3, nz=100, ngf=32, ndf=32), 128, 0.60),
+    "ch08-32x32/ngf16": (ModelConfig(image_size=32, channels=1, nz=64, ngf=16, ndf=16), 64, None),
+    "ch09-cond-32x32/ngf32": (ModelConfig(image_size=32, channels=1, nz=64, ngf=32, ndf=32, n_classes=10), 64, None),
+}
 
 
-def run_processes(size: int, width: int, batch: int, steps: int, warmup: int, n: int) -> float:
+def run_processes(cfg: ModelConfig, batch: int, steps: int, warmup: int, n: int) -> float:
     """Summed img/s of ``n`` one-thread processes timing the bf16 step at the same time."""
     with tempfile.TemporaryDirectory() as tmp:
         outs = [os.path.join(tmp, f"{i}.json") for i in range(n)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        procs = [subprocess.Popen([sys.executable, __file__, "--child-bf16", o, "--image-size", str(size), "--width",
-                                   str(width), "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)],
+        procs = [subprocess.Popen([sys.executable, __file__, "--child-bf16", o, "--child-config", json.dumps(cfg.to_dict()),
+                                   "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)],
                                   env=env) for o in outs]
         if any(p.wait() for p in procs):
             raise RuntimeError("a benchmark process failed")
         return sum(json.load(open(o))["img_per_s"] for o in outs)
 
 
-def bench_config(size: int, width: int, batch: int, steps: int, warmup: int, device: torch.device, compile_: bool,
+def bench_config(cfg: ModelConfig, batch: int, steps: int, warmup: int, device: torch.device, compile_: bool,
                  peaks: dict, processes: int = 1) -> dict:
-    cfg = ModelConfig(image_size=size, channels=3, nz=100, ngf=width, ndf=width)
+    size, width = cfg.image_size, cfg.ngf
     flops = step_flops(cfg, batch)
     bf16_ok = not math.isnan(peaks["bf16"])
     paths = ["fp32"] + (["bf16"] if bf16_ok else []) + (["bf16+compile"] if bf16_ok and compile_ else [])
-    out: dict = {"image_size": size, "width": width, "batch": batch, "flops_per_step": flops, "paths": {}}
-    print(f"{size}x{size}, batch {batch}, ngf=ndf={width}; one step = {flops / 1e9:.2f} GFLOP")
+    out: dict = {"image_size": size, "width": width, "channels": cfg.channels, "n_classes": cfg.n_classes,
+                 "batch": batch, "flops_per_step": flops, "paths": {}}
+    print(f"{size}x{size}x{cfg.channels}, batch {batch}, ngf=ndf={width}, nz {cfg.nz}"
+          f"{f', {cfg.n_classes} classes' if cfg.n_classes else ''}; one step = {flops / 1e9:.3f} GFLOP")
     for p in paths:
         dt = time_path(setup(cfg, batch, device, p), steps, warmup, device)
         achieved = flops / dt
         peak = peaks["fp32"] if p == "fp32" else peaks["bf16"]
         out["paths"][p] = {"img_per_s": batch / dt, "tflops": achieved / 1e12, "fraction_of_peak": achieved / peak}
+        ratio = batch / dt / out["paths"]["fp32"]["img_per_s"]
+        out["paths"][p]["vs_fp32"] = ratio
         print(f"  {p:<14} {batch / dt:8.1f} img/s  {achieved / 1e12:.3f} TFLOP/s  "
-              f"{100 * achieved / peak:5.1f}% of the {'fp32' if p == 'fp32' else 'bf16'} matmul peak", flush=True)
+              f"{100 * achieved / peak:5.1f}% of the {'fp32' if p == 'fp32' else 'bf16'} matmul peak  "
+              f"{ratio:5.2f}x fp32 eager", flush=True)
     if processes > 1 and device.type == "cpu" and bf16_ok:
-        ips = run_processes(size, width, batch, steps, warmup, processes)
+        ips = run_processes(cfg, batch, steps, warmup, processes)
         achieved = flops * ips / batch
+        ratio = ips / out["paths"]["fp32"]["img_per_s"]
         out["paths"][f"bf16 x{processes} proc"] = {"img_per_s": ips, "tflops": achieved / 1e12,
-                                                   "fraction_of_peak": achieved / peaks["bf16"]}
+                                                   "fraction_of_peak": achieved / peaks["bf16"], "vs_fp32": ratio}
         print(f"  {f'bf16 x{processes} proc':<14} {ips:8.1f} img/s  {achieved / 1e12:.3f} TFLOP/s  "
-              f"{100 * achieved / peaks['bf16']:5.1f}% of the bf16 matmul peak ({processes} one-thread processes, "
+              f"{100 * achieved / peaks['bf16']:5.1f}% of the bf16 matmul peak  {ratio:5.2f}x fp32 eager "
+              f"({processes} one-thread processes, "
               f"{ips / out['paths']['bf16']['img_per_s']:.2f}x one {torch.get_num_threads()}-thread process)", flush=True)
     best = max(out["paths"], key=lambda k: out["paths"][k]["img_per_s"])
     out["fastest"] = best
@@ -149,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="which step to time (default: both, side by side)")
     ap.add_argument("--image-size", type=int, help="time this size instead of --config (with --width)")
     ap.add_argument("--width", type=int, default=64, help="ngf = ndf, with --image-size")
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default: each configuration's own)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per path")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="also time bf16 + torch.compile")
@@ -158,11 +180,12 @@ def main(argv: list[str] | None = None) -> dict:
                     help="CPU: also time this many one-thread processes at once (default: one per thread; 1: no)")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--child-bf16", help=argparse.SUPPRESS)  # one process of --processes: time bf16, write img/s here
+    ap.add_argument("--child-config", help=argparse.SUPPRESS)  # its ModelConfig as JSON
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child_bf16:
-        cfg = ModelConfig(image_size=args.image_size, channels=3, nz=100, ngf=args.width, ndf=args.width)
+        cfg = ModelConfig(**json.loads(args.child_config))
         dt = time_path(setup(cfg, args.batch, torch.device("cpu"), "bf16"), args.steps, args.warmup, torch.device("cpu"))
         with open(args.child_bf16, "w") as f:
             json.dump({"img_per_s": args.batch / dt}, f)
@@ -173,12 +196,14 @@ def main(argv: list[str] | None = None) -> dict:
              "fp32": matmul_peak(torch.float32, device)}
     print(f"device {device} ({torch.get_num_threads()} threads); measured matmul peak: bf16 {peaks['bf16'] / 1e12:.3f} "
           f"TFLOP/s, fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s")
-    configs = {f"{args.image_size}x{args.image_size}/ngf{args.width}": (args.image_size, args.width, None)} \
-        if args.image_size else {k: CONFIGS[k] for k in args.config}
+    custom = ModelConfig(image_size=args.image_size, channels=3, nz=100, ngf=args.width, ndf=args.width) \
+        if args.image_size else None
+    configs = {f"{args.image_size}x{args.image_size}/ngf{args.width}": (custom, 128, None)} \
+        if custom else {k: CONFIGS[k] for k in args.config}
     res: dict = {"device": str(device), "threads": torch.get_num_threads(), "bf16_matmul_peak_tflops": peaks["bf16"] / 1e12,
                  "fp32_matmul_peak_tflops": peaks["fp32"] / 1e12, "configs": {}}
-    for name, (size, width, target) in configs.items():
-        r = bench_config(size, width, args.batch, args.steps, args.warmup, device, args.compile, peaks,
+    for name, (cfg, batch, target) in configs.items():
+        r = bench_config(cfg, args.batch or batch, args.steps, args.warmup, device, args.compile, peaks,
                          args.processes or torch.get_num_threads())
         r["target_fraction_of_bf16_peak"] = target
         res["configs"][name] = r
@@ -187,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
         frac = r["paths"][r["fastest"]]["fraction_of_peak"]
         tgt = r["target_fraction_of_bf16_peak"]
         met = "" if tgt is None else f" (target {100 * tgt:.0f}%: {'met' if frac >= tgt else 'not met'})"
-        print(f"  {name:<12} {r['paths'][r['fastest']]['img_per_s']:8.1f} img/s  {100 * frac:5.1f}%{met}")
+        print(f"  {name:<22} {r['fastest']:<14} {r['paths'][r['fastest']]['img_per_s']:8.1f} img/s  "
+              f"{r['speedup_vs_fp32']:5.2f}x fp32  {100 * frac:5.1f}% of the peak{met}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -51,6 +51,11 @@ def setup_chapter(chapter: str, profile: str, seed: int = 0) -> ResultsRecorder:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     seed_everything(seed)
+    import warnings
+
+    # tqdm.auto (the training loop's progress bar) warns on stderr that ipywidgets is missing, then falls back
+    # to its text bar: nothing a reader of the rendered chapter needs to see
+    warnings.filterwarnings("ignore", message="IProgress not found")
     from .config import tiny
 
     if tiny():  # the paper profile's code paths at toy scale: its numbers are recorded apart, never as results
@@ -153,21 +158,51 @@ def chapter_params(chapter: str, profile: str, params_dir: Path = PARAMS_DIR, ti
 class ChapterRun:
     chapter: str
     output: Path
-    seconds: float
+    seconds: float  # wall
+    cpu_seconds: float = 0.0  # the kernel's CPU time and its workers' (and papermill's): cores used = cpu / wall
+
+    @property
+    def cores(self) -> float:
+        return self.cpu_seconds / self.seconds if self.seconds > 0 else 0.0
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (a chapter's kernel, once shut down, and the
+    training workers it started)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timing_table(runs: list[ChapterRun], total: float | None = None) -> str:
+    """The per-chapter wall, CPU and cores table that ``make book`` prints at its end and keeps in the log."""
+    lines = [f"  {'chapter':<28} {'wall s':>8} {'CPU s':>8} {'cores':>6}"]
+    lines += [f"  {r.chapter:<28} {r.seconds:8.1f} {r.cpu_seconds:8.1f} {r.cores:6.2f}" for r in runs]
+    wall, cpu = sum(r.seconds for r in runs), sum(r.cpu_seconds for r in runs)
+    lines.append(f"  {'all chapters':<28} {total or wall:8.1f} {cpu:8.1f} {cpu / (total or wall or 1):6.2f}")
+    return "\n".join(lines)
 
 
 def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PARAMS_DIR,
-                    log_output: bool = False, tiny: bool = False) -> ChapterRun:
-    """Execute one chapter notebook with papermill into ``out_dir`` (results go there too)."""
+                    log_output: bool = False, tiny: bool = False, seed: int | None = None) -> ChapterRun:
+    """Execute one chapter notebook with papermill into ``out_dir`` (results go there too).
+
+    ``seed`` replaces the chapter's ``seed`` parameter (0 in every chapter; the results regression's
+    calibration runs another).
+    """
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / nb.name
     stale = out_dir / f"{nb.stem}.results.json"
     stale.unlink(missing_ok=True)  # a failed re-run must not leave the old numbers behind
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    params = chapter_params(nb.stem, profile, params_dir, tiny)
+    if seed is not None:
+        params["seed"] = seed
     pm.execute_notebook(
-        str(nb), str(out), parameters=chapter_params(nb.stem, profile, params_dir, tiny),
+        str(nb), str(out), parameters=params,
         kernel_name=KERNEL_NAME, cwd=str(nb.parent), progress_bar=False, log_output=log_output,
     )
     hide_injected_parameters(out)
@@ -175,7 +210,7 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
     if stderr:
         raise ChapterStderr(f"{nb.stem} shows the reader {len(stderr)} stderr output(s) (warnings, progress bars); "
                             "fix their cause: " + "; ".join(f"cell {i} ({cid}): {line}" for i, cid, line in stderr))
-    return ChapterRun(nb.stem, out, time.perf_counter() - t0)
+    return ChapterRun(nb.stem, out, time.perf_counter() - t0, _cpu_seconds() - c0)
 
 
 class ChapterStderr(RuntimeError):
@@ -225,11 +260,12 @@ class ChapterFailed(RuntimeError):
 
 def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[str] | None = None,
                      notebooks_dir: Path = NOTEBOOKS_DIR, params_dir: Path = PARAMS_DIR,
-                     log_output: bool = False, keep_going: bool = False, tiny: bool = False) -> list[ChapterRun]:
-    """Execute the chapters in order under ``profile``; the kernel sees ``DCGAN_RESULTS_DIR=out_dir``
-    (and ``DCGAN_TINY=1`` with ``tiny``: :func:`dcgan.config.tiny`) and ``DCGAN_PROGRESS=0`` (no progress
-    bars, :mod:`dcgan.progress`). A chapter whose output shows the reader a stderr stream fails
-    (:class:`ChapterStderr`, :func:`stderr_outputs`).
+                     log_output: bool = False, keep_going: bool = False, tiny: bool = False,
+                     seed: int | None = None) -> list[ChapterRun]:
+    """Execute the chapters in order under ``profile`` (``seed``: see :func:`execute_chapter`); the kernel sees
+    ``DCGAN_RESULTS_DIR=out_dir`` (and ``DCGAN_TINY=1`` with ``tiny``: :func:`dcgan.config.tiny`) and
+    ``DCGAN_PROGRESS=0`` (no progress bars, :mod:`dcgan.progress`). A chapter whose output shows the reader a
+    stderr stream fails (:class:`ChapterStderr`, :func:`stderr_outputs`).
 
     A failing chapter stops the run (:class:`ChapterFailed`), unless ``keep_going``: then
     the others still run and :class:`ChapterFailed` is raised by :func:`run_book` at the end.
@@ -249,7 +285,7 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
         os.environ[TINY_ENV] = "1"
     os.environ[PROGRESS_ENV] = "0"  # no progress bars in the kernels: they would be stderr in the rendered chapters
     try:
-        return _execute_each(nbs, out_dir, profile, params_dir, log_output, keep_going, tiny)
+        return _execute_each(nbs, out_dir, profile, params_dir, log_output, keep_going, tiny, seed)
     finally:
         for k, v in before.items():
             os.environ.pop(k, None)
@@ -258,7 +294,7 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
 
 
 def _execute_each(nbs: list[Path], out_dir: Path, profile: str, params_dir: Path, log_output: bool, keep_going: bool,
-                  tiny: bool) -> list[ChapterRun]:
+                  tiny: bool, seed: int | None = None) -> list[ChapterRun]:
     # The `python3` kernel must be this environment's Python, even if the user registered another one.
     venv_kernels = str(Path(sys.prefix) / "share" / "jupyter")
     if venv_kernels not in os.environ.get("JUPYTER_PATH", "").split(os.pathsep):
@@ -268,7 +304,7 @@ def _execute_each(nbs: list[Path], out_dir: Path, profile: str, params_dir: Path
         print(f"[dcgan book] {nb.stem} ({profile}) ...", flush=True)
         t0 = time.perf_counter()
         try:
-            run = execute_chapter(nb, out_dir, profile, params_dir, log_output, tiny)
+            run = execute_chapter(nb, out_dir, profile, params_dir, log_output, tiny, seed)
         except Exception as e:  # papermill's PapermillExecutionError names the cell and the exception
             print(f"[dcgan book] {nb.stem} FAILED after {time.perf_counter() - t0:.1f} s: {e}", flush=True)
             failed.append(nb.stem)
@@ -409,10 +445,14 @@ def run_book(profile: str = "book", only: list[str] | None = None, out_dir: str 
             raise
         failure, runs = e, e.args[1]
     page = write_results_page(out_dir, out_dir / "results.md")
-    for r in runs:
-        print(f"  {r.chapter:<28} {r.seconds:8.1f} s")
     if runs:
-        print(f"  {'all chapters':<28} {time.perf_counter() - t0:8.1f} s   results page: {page}")
+        from .provenance import hardware
+
+        table = (f"[dcgan book] {profile} profile on {hardware()}, {time.strftime('%Y-%m-%d %H:%M')}: wall and CPU "
+                 f"seconds per chapter\n{timing_table(runs, time.perf_counter() - t0)}")
+        print(table + f"\n  results page: {page}", flush=True)
+        with open(out_dir / "timings.log", "a") as log:  # the book's log: one table per run
+            log.write(table + "\n\n")
     if build:
         build_book(out_dir)
     if failure is not None:

@@ -8,6 +8,10 @@ caption reads "Figure 2.3" and ``{numref}`` in the prose says the same. Enabled 
 (``sphinx: extra_extensions``). The results page's figures are numbered the same way under the letter R
 ("Figure R.1"), and the extension adds the book's stylesheet (``dcgan/static/dcgan.css``: the results
 page takes the window's width).
+
+It also copies the latent-space explorer (chapter 11, :mod:`dcgan.explorer`) into the html's
+``_static/explorer/`` when the build has finished: its script and stylesheet, and onnxruntime-web
+from where ``make data`` fetched it (where that is missing, the log and the page say so).
 """
 
 from __future__ import annotations
@@ -56,9 +60,21 @@ def _add_static(app) -> None:
     app.config.html_static_path.append(str(STATIC))
 
 
+def _on_build_finished(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    from sphinx.util import logging
+
+    from .explorer import install_static
+
+    for note in install_static(Path(app.outdir) / "_static"):
+        logging.getLogger(__name__).info(f"[dcgan.bookext] {note}")  # a note, not a warning: -W keeps building
+
+
 def setup(app):
     app.connect("builder-inited", _add_static)
     app.add_css_file("dcgan.css")
+    app.connect("build-finished", _on_build_finished)
     # after the toctree collector (priority 500) has numbered the figures
     app.connect("env-get-updated", _on_env_updated, priority=900)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_sample_parser(sub)
     add_reference_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
@@ -394,6 +395,63 @@ def _cmd_reference(args) -> int:
         write_reference(ref, out)
         print(f"{model}: plateau FID {ref.fid:.2f} (floor {ref.fid_floor:.2f}), precision {ref.precision:.3f}, "
               f"recall {ref.recall:.3f} after {ref.epochs} epochs / {ref.steps:,} steps -> {out}", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------- export-onnx (chapter 11's explorer)
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export-onnx", help="write a trained generator to ONNX, checked against PyTorch",
+                       description="Export G (eval mode) from a run folder, G.pt, a snapshot, a training checkpoint or "
+                       "pytorch/examples' netG_epoch_N.pth to ONNX (input z (N, nz), output image (N, C, S, S) in "
+                       "[-1, 1]) and check it against PyTorch on seeded z with onnxruntime.")
+    p.add_argument("run", metavar="RUN", help="run folder, G.pt, snapshots/G_epoch_N.pt, ckpt/step_N.pt or netG_epoch_N.pth")
+    p.add_argument("--out", required=True, help="the ONNX file to write")
+    p.add_argument("--epoch", type=int, help="with a run folder: the generator after this epoch")
+    p.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size; float32 arithmetic)")
+    p.add_argument("--check", type=int, default=64, metavar="N",
+                   help="seeded images to compare with PyTorch (default 64; 0: no check)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from pathlib import Path
+
+    from . import export as E
+    from .checkpoints import CheckpointError
+
+    if args.check < 0:
+        raise UsageError(f"--check must be >= 0, got {args.check}")
+    if args.epoch is not None and args.epoch < 1:
+        raise UsageError(f"--epoch must be >= 1, got {args.epoch}")
+    if not Path(args.run).exists():
+        raise UsageError(f"RUN: no such file or folder: {args.run}")
+    if args.epoch is not None and not Path(args.run).is_dir():
+        raise UsageError(f"--epoch needs a run folder as RUN, and {args.run} is a file")
+    if args.epoch is None and Path(args.run).is_dir() and not (Path(args.run) / "G.pt").exists():
+        have = sorted(int(p.stem.split("_")[-1]) for p in (Path(args.run) / "snapshots").glob("G_epoch_*.pt"))
+        raise UsageError(f"{args.run} has no G.pt (an unfinished run?)"
+                         + (f": pick a snapshot with --epoch N (it has epochs {have})" if have else ""))
+    try:
+        out, err = E.export_run(args.run, args.out, epoch=args.epoch, fp16=args.fp16, check=args.check)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    except E.ExportError as e:  # onnx or onnxruntime missing: the environment, not the flags
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the output folder cannot be written
+        print(f"error: could not write {args.out}: {e}", file=sys.stderr)
+        return 1
+    tol = E.FP16_TOL if args.fp16 else E.FP32_TOL
+    size = out.stat().st_size
+    if err is None:
+        print(f"{out} ({size:,} bytes; not checked against PyTorch)")
+        return 0
+    print(f"{out} ({size:,} bytes); max |ONNX - PyTorch| over {args.check} seeded images: {err:.2g} "
+          f"(tolerance {tol:g})")
+    if err > tol:
+        print(f"error: the export differs from PyTorch by more than the tolerance {tol:g}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -91,7 +91,7 @@ class TrainConfig:
             object.__setattr__(self, "dataset", f"folder:{path}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "model": self.model.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

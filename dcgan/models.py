@@ -66,6 +66,12 @@ class ModelConfig:
     bn_everywhere: bool = False  # True: BN also on G's output and D's input
     d_activation: Literal["leaky", "relu"] = "leaky"
     fc_hidden: int = 0  # >0: a fully connected hidden layer of this width in G and D
+    # The authors' released nets (dcgan.authors): 5x5 kernels (stride 2, padding 2; G's transposed convs add
+    # output_padding 1), G's first BatchNorm per unit of its 4x4 map (their dense layer's BN) and BN's epsilon.
+    # Left at these defaults the fields are not written by to_dict (so the cache keys of every run stay the same).
+    kernel_size: int = 4
+    g_unit_bn: bool = False
+    bn_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         s = self.image_size
@@ -80,6 +86,10 @@ class ModelConfig:
             raise ValueError(f"z_dist must be 'uniform' or 'normal', got {self.z_dist!r}")
         if self.d_activation not in ("leaky", "relu"):
             raise ValueError(f"d_activation must be 'leaky' or 'relu', got {self.d_activation!r}")
+        if self.kernel_size not in (4, 5):
+            raise ValueError(f"kernel_size must be 4 (ours) or 5 (the authors' released nets), got {self.kernel_size}")
+        if not self.bn_eps > 0:
+            raise ValueError(f"bn_eps must be positive, got {self.bn_eps}")
 
     @property
     def n_layers(self) -> int:
@@ -95,13 +105,27 @@ class ModelConfig:
         return [self.ndf * 2**i for i in range(self.n_layers)]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; the later extensions (``EXTENSIONS``) only when they differ from their defaults."""
+        d = asdict(self)
+        for k, default in EXTENSIONS.items():
+            if d[k] == default:
+                del d[k]
+        return d
+
+
+# Fields added after the cache keys of the book's runs were fixed, with their defaults (see ModelConfig.to_dict).
+EXTENSIONS = {"kernel_size": 4, "g_unit_bn": False, "bn_eps": 1e-5}
 
 
 def _norm(cfg: ModelConfig, ch: int) -> nn.Module:
     if not cfg.batchnorm:
         return nn.Identity()
-    return nn.BatchNorm2d(ch, affine=cfg.bn_affine)
+    return nn.BatchNorm2d(ch, eps=cfg.bn_eps, affine=cfg.bn_affine)
+
+
+def _conv_geometry(cfg: ModelConfig) -> dict:
+    """Kernel and padding of a resolution-halving conv (and of its transposed, doubling twin)."""
+    return {"kernel_size": 4, "padding": 1} if cfg.kernel_size == 4 else {"kernel_size": 5, "padding": 2}
 
 
 class Generator(nn.Module):
@@ -128,6 +152,15 @@ class Generator(nn.Module):
                 _norm(cfg, widths[0]),
                 nn.ReLU(True),
             )
+        elif cfg.g_unit_bn and cfg.batchnorm:
+            # The authors' G: BN of the dense layer's 4096 outputs, one mean/variance per unit (not per channel).
+            first = nn.Sequential(
+                nn.ConvTranspose2d(zin, widths[0], 4, 1, 0, bias=False),
+                nn.Flatten(),
+                nn.BatchNorm1d(widths[0] * 16, eps=cfg.bn_eps, affine=cfg.bn_affine),
+                nn.Unflatten(1, (widths[0], 4, 4)),
+                nn.ReLU(True),
+            )
         else:
             first = nn.Sequential(
                 nn.ConvTranspose2d(zin, widths[0], 4, 1, 0, bias=False),
@@ -140,7 +173,7 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         out: list[nn.Module] = [self._up(cfg, widths[-1], cfg.channels)]
         if cfg.bn_everywhere and cfg.batchnorm:
-            out.append(nn.BatchNorm2d(cfg.channels, affine=cfg.bn_affine))
+            out.append(nn.BatchNorm2d(cfg.channels, eps=cfg.bn_eps, affine=cfg.bn_affine))
         out.append(nn.Tanh())
         self.out = nn.Sequential(*out)
         self.apply(weights_init)
@@ -149,7 +182,8 @@ class Generator(nn.Module):
     def _up(cfg: ModelConfig, cin: int, cout: int) -> nn.Module:
         if cfg.pooling:  # fixed upsampling instead of a learned one (ablates guideline 1)
             return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=False))
-        return nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)
+        g = _conv_geometry(cfg)
+        return nn.ConvTranspose2d(cin, cout, stride=2, output_padding=g["kernel_size"] - 4, bias=False, **g)
 
     def _input(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if z.dim() == 2:
@@ -214,7 +248,7 @@ class Discriminator(nn.Module):
     def _down(cfg: ModelConfig, cin: int, cout: int) -> nn.Module:
         if cfg.pooling:  # deterministic pooling instead of strided conv (ablates guideline 1)
             return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.MaxPool2d(2))
-        return nn.Conv2d(cin, cout, 4, 2, 1, bias=False)
+        return nn.Conv2d(cin, cout, stride=2, bias=False, **_conv_geometry(cfg))
 
     def _input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         c, s = self.cfg.channels, self.cfg.image_size
@@ -251,7 +285,7 @@ def weights_init(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, 0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.BatchNorm2d) and m.affine:
+    elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
 
@@ -313,8 +347,8 @@ def _describe(m: nn.Module) -> str:
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
         kind = "ConvTranspose2d" if isinstance(m, nn.ConvTranspose2d) else "Conv2d"
         return f"{kind}({m.in_channels}->{m.out_channels}, k{m.kernel_size[0]}, s{m.stride[0]}, p{m.padding[0]})"
-    if isinstance(m, nn.BatchNorm2d):
-        return f"BatchNorm2d({m.num_features}{'' if m.affine else ', no scale/bias'})"
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return f"{type(m).__name__}({m.num_features}{'' if m.affine else ', no scale/bias'})"
     if isinstance(m, nn.LeakyReLU):
         return f"LeakyReLU({m.negative_slope})"
     if isinstance(m, nn.Linear):

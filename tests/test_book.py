@@ -219,8 +219,13 @@ def test_execute_chapter_injects_profile_and_records(tmp_path, monkeypatch):
         "res.record('n_squared', n * n, dataset='none')\nprint(sys.prefix, os.environ['DCGAN_RESULTS_DIR'])")
     (params / "01_t.yaml").write_text("smoke: {n: 3}\nbook: {n: 4}\n")
     monkeypatch.setenv("DCGAN_RESULTS_DIR", "/nonexistent")
-    runs = book.execute_chapters("smoke", out, notebooks_dir=nbs, params_dir=params)
+    runs = book.execute_chapters("smoke", out, notebooks_dir=nbs, params_dir=params, seed=7)
     assert [r.chapter for r in runs] == ["01_t"]
+    # the kernel's CPU time is counted (importing torch alone takes a CPU second), and tabulated with the wall time
+    assert 0.3 < runs[0].cpu_seconds and runs[0].cores == runs[0].cpu_seconds / runs[0].seconds
+    table = book.timing_table(runs)
+    assert "01_t" in table and f"{runs[0].cpu_seconds:8.1f}" in table and "cores" in table.splitlines()[0]
+    assert json.loads((out / "01_t.results.json").read_text())[0]["seed"] == 7  # the seed parameter replaced
     rec = json.loads((out / "01_t.results.json").read_text())
     assert rec[0]["value"] == 9 and rec[0]["profile"] == "smoke"
     text = "".join(o.get("text", "") for o in nbformat.read(out / "01_t.ipynb", 4).cells[-1].outputs)
