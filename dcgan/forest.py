@@ -28,7 +28,7 @@ COLORS = {
     "needs the paper's data": "#4e79a7",
 }
 SIDE = "#1a9641"  # the shading of the side the paper claims
-ROW_IN, PANEL_IN = 0.16, 0.75  # inches per row, per panel (title and axis)
+ROW_IN, PANEL_IN = 0.135, 0.7  # inches per row, per panel (title and axis)
 CLIP = 3.0  # the fixed-line panel's right edge, in units of the line
 
 
@@ -89,7 +89,7 @@ def _draw(ax, pts: list[Point], title: str, xlabel: str, fixed: bool) -> None:
         else:  # a number of the paper's: within its tolerance
             t = p.tol / abs(p.at) if fixed and p.at else p.tol
             a, b = at - t, at + t
-        ax.fill_between([a, b], y - 0.4, y + 0.4, color=SIDE, alpha=0.12, lw=0)
+        ax.fill_between([a, b], y - 0.42, y + 0.42, color=SIDE, alpha=0.12, lw=0)
         colour = COLORS.get(p.verdict, "#333333")
         shown = min(v, right - pad / 2)
         if lo is not None and hi is not None:
@@ -159,7 +159,7 @@ def forest_figure(results: Iterable | None = None, pts: list[Point] | None = Non
         return fig
     cols = [panels] if columns == 1 or len(panels) == 1 else [panels[:-1], panels[-1:]]
     height = max(sum(len(rows) * ROW_IN + PANEL_IN for rows, *_ in col) for col in cols)
-    legend_in = 0.35
+    legend_in = 0.3
     fig = plt.figure(figsize=(width, height + legend_in), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[height, legend_in])
     subs = top.subfigures(1, 2, width_ratios=[1.15, 1]) if len(cols) > 1 else [top]

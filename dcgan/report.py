@@ -759,10 +759,9 @@ html_theme.sidebar_secondary.remove: true
 
 # Results
 
-Every claim of the paper, next to what this book measured, generated from the numbers the chapters recorded
-when they were last executed. {numref}`fig-results-forest` shows every number a verdict rests on; the table
-below it says each in words, with the verdict; the numbers behind each verdict, by name, are folded under
-it, and every recorded number is at the end of the page.
+Every claim of the paper, next to what this book measured (generated from the numbers the chapters last recorded):
+{numref}`fig-results-forest` draws every number a verdict rests on, the table says each in words; the results behind
+each verdict by name are folded under it, and every recorded number is at the end of the page.
 
 """
 
@@ -797,11 +796,10 @@ FOREST = "_generated/results_forest.png"  # written next to results.md by write_
 
 def _forest_block(n_points: int) -> str:
     return (f"```{{figure}} {FOREST}\n:name: fig-results-forest\n:width: 100%\n\n"
-            f"The {n_points} numbers the verdicts rest on, coloured by their claim's verdict, grouped by the paper's "
-            "sections. Left: comparative claims, the measured difference with its 95% interval (hollow: no "
-            "interval), the zero line, and shaded the side the paper claims. Right: claims judged against a fixed "
-            "line, each number divided by its line (a number of the paper's tables: by the paper's, shaded within "
-            "its tolerance; > marks a number beyond the axis).\n```\n\n")
+            f"The {n_points} numbers the verdicts rest on, with their 95% intervals (hollow: none), coloured by "
+            "verdict, grouped by section; shaded: the side the paper claims. Left: differences of two conditions "
+            "against zero. Right: numbers against a fixed line (or a table's number), divided by it; >: beyond "
+            "the axis.\n```\n\n")
 
 
 def write_results_page(results_dir: str | Path, out_path: str | Path) -> Path:
