@@ -89,6 +89,22 @@ def show_figure(fig, caption: str) -> None:
     plt.close(fig)
 
 
+def show_images(ax, imgs, nrow: int, title: str | None = None, normalize: bool = True) -> None:
+    """Draw a batch of images in [-1, 1] (N, C, H, W) on ``ax`` as one grid of ``nrow`` per row, without axes.
+
+    ``normalize=False`` draws values already in [0, 1] (a saliency map) as they are. The chapters' image panels
+    (06, 07) all go through it.
+    """
+    from torchvision.utils import make_grid
+
+    grid = make_grid(imgs.float(), nrow=nrow, normalize=normalize, value_range=(-1, 1) if normalize else None,
+                     pad_value=1, padding=1)
+    ax.imshow(grid.permute(1, 2, 0).numpy())
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
 # ---------------------------------------------------------------- notebooks and parameters
 
 def chapter_notebooks(only: list[str] | None = None, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -169,11 +185,14 @@ def timing_table(runs: list[ChapterRun], total: float | None = None) -> str:
 
 
 def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PARAMS_DIR,
-                    log_output: bool = False, tiny: bool = False, seed: int | None = None) -> ChapterRun:
+                    log_output: bool = False, tiny: bool = False, seed: int | None = None,
+                    stderr_ok: bool = False) -> ChapterRun:
     """Execute one chapter notebook with papermill into ``out_dir`` (results go there too).
 
     ``seed`` replaces the chapter's ``seed`` parameter (0 in every chapter; the results regression's
-    calibration runs another).
+    calibration runs another). A stderr output fails the chapter (:class:`ChapterStderr`) unless
+    ``stderr_ok``: for runs whose numbers matter and whose pages nobody reads (the regression's calibration
+    and planted changes).
     """
     import papermill as pm
 
@@ -191,7 +210,7 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
     )
     hide_injected_parameters(out)
     stderr = stderr_outputs(out)
-    if stderr:
+    if stderr and not stderr_ok:
         raise ChapterStderr(f"{nb.stem} shows the reader {len(stderr)} stderr output(s) (warnings, progress bars); "
                             "fix their cause: " + "; ".join(f"cell {i} ({cid}): {line}" for i, cid, line in stderr))
     return ChapterRun(nb.stem, out, time.perf_counter() - t0, _cpu_seconds() - c0)
@@ -245,11 +264,11 @@ class ChapterFailed(RuntimeError):
 def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[str] | None = None,
                      notebooks_dir: Path = NOTEBOOKS_DIR, params_dir: Path = PARAMS_DIR,
                      log_output: bool = False, keep_going: bool = False, tiny: bool = False,
-                     seed: int | None = None) -> list[ChapterRun]:
+                     seed: int | None = None, stderr_ok: bool = False) -> list[ChapterRun]:
     """Execute the chapters in order under ``profile`` (``seed``: see :func:`execute_chapter`); the kernel sees
     ``DCGAN_RESULTS_DIR=out_dir`` (and ``DCGAN_TINY=1`` with ``tiny``: :func:`dcgan.config.tiny`) and
     ``DCGAN_PROGRESS=0`` (no progress bars, :mod:`dcgan.progress`). A chapter whose output shows the reader a
-    stderr stream fails (:class:`ChapterStderr`, :func:`stderr_outputs`).
+    stderr stream fails (:class:`ChapterStderr`, :func:`stderr_outputs`) unless ``stderr_ok``.
 
     A failing chapter stops the run (:class:`ChapterFailed`), unless ``keep_going``: then
     the others still run and :class:`ChapterFailed` is raised by :func:`run_book` at the end.
@@ -269,7 +288,7 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
         os.environ[TINY_ENV] = "1"
     os.environ[PROGRESS_ENV] = "0"  # no progress bars in the kernels: they would be stderr in the rendered chapters
     try:
-        return _execute_each(nbs, out_dir, profile, params_dir, log_output, keep_going, tiny, seed)
+        return _execute_each(nbs, out_dir, profile, params_dir, log_output, keep_going, tiny, seed, stderr_ok)
     finally:
         for k, v in before.items():
             os.environ.pop(k, None)
@@ -278,7 +297,7 @@ def execute_chapters(profile: str, out_dir: str | Path = BOOK_DIR, only: list[st
 
 
 def _execute_each(nbs: list[Path], out_dir: Path, profile: str, params_dir: Path, log_output: bool, keep_going: bool,
-                  tiny: bool, seed: int | None = None) -> list[ChapterRun]:
+                  tiny: bool, seed: int | None = None, stderr_ok: bool = False) -> list[ChapterRun]:
     # The `python3` kernel must be this environment's Python, even if the user registered another one.
     venv_kernels = str(Path(sys.prefix) / "share" / "jupyter")
     if venv_kernels not in os.environ.get("JUPYTER_PATH", "").split(os.pathsep):
@@ -288,7 +307,7 @@ def _execute_each(nbs: list[Path], out_dir: Path, profile: str, params_dir: Path
         print(f"[dcgan book] {nb.stem} ({profile}) ...", flush=True)
         t0 = time.perf_counter()
         try:
-            run = execute_chapter(nb, out_dir, profile, params_dir, log_output, tiny, seed)
+            run = execute_chapter(nb, out_dir, profile, params_dir, log_output, tiny, seed, stderr_ok)
         except Exception as e:  # papermill's PapermillExecutionError names the cell and the exception
             print(f"[dcgan book] {nb.stem} FAILED after {time.perf_counter() - t0:.1f} s: {e}", flush=True)
             failed.append(nb.stem)
@@ -365,6 +384,8 @@ def stage_book(executed_dir: Path, stage: Path) -> Path:
     for p in list(executed_dir.glob("[0-9][0-9]_*.ipynb")) + [executed_dir / "results.md"]:
         if p.exists():
             shutil.copy2(p, stage / "book" / p.name)
+    if (executed_dir / "_generated").is_dir():  # the results page's figures (dcgan.report.write_results_page)
+        shutil.copytree(executed_dir / "_generated", stage / "book" / "_generated", dirs_exist_ok=True)
     toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
     present = {f for f in _toc_files(toc) if any((stage / f).with_suffix(s).exists() for s in (".md", ".ipynb"))}
     missing = [f for f in _toc_files(toc) if f not in present]

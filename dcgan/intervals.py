@@ -125,16 +125,28 @@ def welch_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -
     of seeds each. With two or three seeds the interval is wide, as it should be; an interval that excludes
     zero is evidence, one that does not is *within noise*. NaN bounds when a side has fewer than two values
     or both spreads are zero."""
-    from scipy.stats import ttest_ind
+    from scipy.stats import t
 
     x, y = (np.asarray(v, dtype=np.float64).ravel() for v in (a, b))
     if len(x) == 0 or len(y) == 0:
         raise ValueError("welch_diff_ci needs values on both sides")
     d = float(x.mean() - y.mean())
-    if len(x) < 2 or len(y) < 2 or (x.std() == 0 and y.std() == 0):
+    if len(x) < 2 or len(y) < 2:
         return d, math.nan, math.nan
-    ci = ttest_ind(x, y, equal_var=False).confidence_interval(level)
-    return d, float(ci.low), float(ci.high)
+    # Welch's formula written out (what scipy's ttest_ind(equal_var=False).confidence_interval computes): scipy's
+    # version warns on stderr ("precision loss ... catastrophic cancellation") when a side's seeds agree to rounding
+    va, vb = (_var(v) / len(v) for v in (x, y))
+    se2 = va + vb
+    if se2 == 0:
+        return d, math.nan, math.nan
+    df = se2 ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1))
+    half = float(t.ppf(0.5 + level / 2, df)) * math.sqrt(se2)
+    return d, d - half, d + half
+
+
+def _var(v: np.ndarray) -> float:
+    """The sample variance (ddof 1), exactly 0 when the values agree to rounding (a spread of float noise)."""
+    return 0.0 if np.ptp(v) <= 1e-12 * max(1.0, float(np.abs(v).max())) else float(v.var(ddof=1))
 
 
 def spread_interval(diff: float, sd_a: float, sd_b: float) -> tuple[float, float] | None:

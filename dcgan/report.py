@@ -42,12 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .evidence import DIFF, LINE, PAPER, Measure, Point, points
 from .results import Result, load_results
 
 __all__ = ["Claim", "CLAIMS", "CHECKS", "VERDICTS", "CHECK_VERDICTS", "REPRODUCED", "PARTLY", "NOT_REPRODUCED",
            "WITHIN_NOISE", "NO_INTERVAL", "BELOW_GATE", "NO_GATE", "INCONCLUSIVE", "PAPER_DATA_NEEDED", "NOT_RUN",
            "interval_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
-           "results_table", "chapter_verdicts", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data",
+           "results_table", "chapter_verdicts", "control_line", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data",
            "RULES", "make_rule", "load_claims", "chapter_ref", "paper_claims", "write_paper_page"]
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
@@ -141,6 +142,7 @@ class Claim:
     chapter: str = ""  # the chapter that tests it (NN_name) and the label of its section there
     anchor: str = ""
     group: str = ""  # the paper page's heading it sits under
+    says: tuple[dict, ...] = ()  # the words for the numbers its rule judges (dcgan.evidence.sentence)
 
 
 # ---------------------------------------------------------------- verdict rules
@@ -200,12 +202,18 @@ def _diff(pattern: str, direction: int = 1, at: float = 0.0) -> Callable[[Found]
             return NO_INTERVAL
         return combine(interval_verdict(*(f.interval(r.name) or (None, None)), direction, at) for r in diffs)
 
+    rule.measures = [Measure(pattern, direction, at, DIFF)]
     return rule
 
 
 def _all(*rules: Callable[[Found], str]) -> Callable[[Found], str]:
     """Several measures of one claim, combined (:func:`combine`); a measure that did not run is left out."""
-    return lambda f: combine(rule(f) for rule in rules)
+
+    def rule(f: Found) -> str:
+        return combine(r(f) for r in rules)
+
+    rule.measures = [m for r in rules for m in getattr(r, "measures", [])]
+    return rule
 
 
 def _threshold(pattern: str, at: float, direction: int = 1) -> Callable[[Found], str]:
@@ -223,6 +231,7 @@ def _threshold(pattern: str, at: float, direction: int = 1) -> Callable[[Found],
             out.append(INCONCLUSIVE if v is None else interval_verdict(*(f.interval(r.name) or (v, v)), direction, at))
         return combine(out)
 
+    rule.measures = [Measure(pattern, direction, at, LINE)]
     return rule
 
 
@@ -239,6 +248,7 @@ def _paper_number(name: str, paper: float, tol_yes: float, tol_partly: float) ->
     def rule(f: Found) -> str:
         return _close(f.value(name), paper, tol_yes, tol_partly, f.interval(name))
 
+    rule.measures = [Measure(_escape(name), 0, paper, PAPER, tol=tol_yes)]
     return rule
 
 
@@ -265,14 +275,12 @@ def _variant_worse(v: str) -> Callable[[Found], str]:
     unstable runs. One measure beyond noise in the paper's direction (and
     none in the other) reproduces the claim.
     """
-    from .intervals import newcombe_diff_ci, spread_interval
+    from .intervals import newcombe_diff_ci
 
     def rule(f: Found) -> str:
         name = f"stability_{v}_minus_dcgan_fid"
-        fid, base = f.value(f"stability_{v}_fid"), f.value("stability_dcgan_fid")
-        iv = f.interval(name)
-        if iv is None and fid is not None and base is not None:
-            iv = spread_interval(fid - base, f.value(f"stability_{v}_fid_std"), f.value("stability_dcgan_fid_std"))
+        fid = f.value(f"stability_{v}_fid")
+        iv = f.interval(name) or _spread_fallback(v)(f, name)
         verdicts = [interval_verdict(*iv) if iv else NO_INTERVAL]
         uv, ub = _unstable(f, v), _unstable(f, "dcgan")
         if uv and ub:
@@ -287,7 +295,40 @@ def _variant_worse(v: str) -> Callable[[Found], str]:
                 return v_
         return NO_INTERVAL
 
+    def words(f: Found) -> str:
+        uv, ub = _unstable(f, v), _unstable(f, "dcgan")
+        return f"unstable runs {uv[0]}/{uv[1]} against {ub[0]}/{ub[1]}" if uv and ub else ""
+
+    def derive(f: Found) -> tuple | None:  # the two sides without their difference: FID difference, spread interval
+        fid, base = f.one(_escape(f"stability_{v}_fid")), f.value("stability_dcgan_fid")
+        if fid is None or _num(fid.value) is None or base is None:
+            return None
+        return _num(fid.value) - base, _spread_fallback(v)(f, ""), "FID", fid.dataset
+
+    rule.measures = [Measure(_escape(f"stability_{v}_minus_dcgan_fid"), 1, 0.0, DIFF, interval=_spread_fallback(v),
+                             derive=derive)]
+    rule.words = words
     return rule
+
+
+def _spread_fallback(v: str) -> Callable[[Found, str], tuple[float, float] | None]:
+    """Variant ``v``'s FID difference +- 2 x the spread of a difference of two runs, from the seeds' spreads
+    (when the chapter recorded no interval for the difference itself)."""
+    from .intervals import spread_interval
+
+    def interval(f: Found, name: str) -> tuple[float, float] | None:
+        fid, base = f.value(f"stability_{v}_fid"), f.value("stability_dcgan_fid")
+        if fid is None or base is None:
+            return None
+        return spread_interval(fid - base, f.value(f"stability_{v}_fid_std"), f.value("stability_dcgan_fid_std"))
+
+    return interval
+
+
+def _nn_margin(f: Found) -> float:
+    """The 1-NN claim's margin: 10 % of the real-data error plus half a point (1 without a real-data error)."""
+    real = f.value("mnist_nn_error_real")
+    return 0.1 * real + 0.5 if real is not None else 1.0
 
 
 def _nn_matches(f: Found) -> str:
@@ -297,8 +338,7 @@ def _nn_matches(f: Found) -> str:
     10 % of the real-data error plus half a point. The best variant decides (the paper's
     claim is about its best model).
     """
-    real = f.value("mnist_nn_error_real")
-    margin = 0.1 * real + 0.5 if real is not None else 1.0
+    margin = _nn_margin(f)
     best = None
     for r in _primary(f, "mnist_nn_error_generated_*_minus_real"):
         iv = f.interval(r.name)
@@ -310,6 +350,9 @@ def _nn_matches(f: Found) -> str:
     if best is not None:
         return best[1]
     return NO_INTERVAL if f.one("mnist_nn_error_generated_*") is not None else NOT_RUN
+
+
+_nn_matches.measures = [Measure("mnist_nn_error_generated_*_minus_real", -1, 1.0, LINE, line=_nn_margin)]
 
 
 def _init_std(name: str, std: float, tol: float) -> Callable[[Found], str]:
@@ -361,7 +404,8 @@ def make_rule(spec: dict) -> Callable[[Found], str]:
     return factory(args)
 
 
-_CLAIM_KEYS = {"id", "group", "section", "text", "paper", "results", "rule", "gates", "data_bound", "chapter", "anchor"}
+_CLAIM_KEYS = {"id", "group", "section", "text", "paper", "results", "rule", "gates", "data_bound", "chapter", "anchor",
+               "says"}
 
 
 def load_claims(path: str | Path = CLAIMS_FILE) -> tuple[tuple[Claim, ...], tuple[Claim, ...]]:
@@ -385,7 +429,7 @@ def load_claims(path: str | Path = CLAIMS_FILE) -> tuple[tuple[Claim, ...], tupl
             items.append(Claim(str(e["section"]), " ".join(str(e["text"]).split()), str(e["paper"]),
                                tuple(e["results"]), make_rule(e["rule"]), bool(e.get("data_bound", False)),
                                tuple(e.get("gates") or ()), id=e["id"], chapter=e["chapter"], anchor=e["anchor"],
-                               group=e.get("group", "")))
+                               group=e.get("group", ""), says=tuple(e.get("says") or ())))
         out.append(tuple(items))
     return out[0], out[1]
 
@@ -463,17 +507,39 @@ def _rows(results: list[Result], claims: tuple[Claim, ...], allowed: tuple[str, 
             verdict = ruled
         if verdict not in allowed:
             raise ValueError(f"claim {c.section}: rule returned {verdict!r}, not one of {allowed}")
-        ours, behind = _evidence(matched[:6], f)
+        numbers, behind = _evidence(matched[:6], f)
         if matched and gate_text:
-            ours = f"{ours}; {gate_text}" if ours else gate_text
-        rows.append(dict(section=c.section, claim=c.text, paper=c.paper, ours=ours or "–", behind=behind or "–",
-                         verdict=verdict, measured=bool(matched)))
+            numbers = f"{numbers}; {gate_text}" if numbers else gate_text
+        pts = points(c, f, _primary)
+        for pt in pts:
+            pt.verdict = verdict
+        words = ours = "–" if verdict == NOT_RUN else _sentence(c, f, pts, matched)
+        if verdict in (BELOW_GATE, NO_GATE) and gate_text:
+            ours += f"; {gate_text}"
+        rows.append(dict(section=c.section, claim=c.text, paper=c.paper, ours=ours, words=words,
+                         numbers=numbers or "–", behind=behind or "–", verdict=verdict, measured=bool(matched),
+                         points=pts, gate=gate_text, id=c.id))
     return rows
 
 
+def _sentence(c: Claim, f: Found, pts: list[Point], matched: list[Result]) -> str:
+    """The "ours" cell in words, from the numbers: one clause per number the rule judges (dcgan.evidence),
+    or, for a claim whose rule judges none of them (a check, a claim only the paper's data can test), its
+    first results as "name value [interval] unit"."""
+    parts = [p.sentence for p in pts]
+    extra = getattr(c.rule, "words", None)
+    if extra is not None and extra(f):
+        parts.append(extra(f))
+    if not parts:
+        parts = [f"{r.name.replace('_', ' ')}: {_with_ci(r, f)}" for r in matched[:2]]
+    return "; ".join(parts) or "–"
+
+
 def claim_rows(results: list[Result], claims: tuple[Claim, ...] = CLAIMS) -> list[dict]:
-    """One dict per claim of the paper: section, claim, paper, ours, behind (data/profile), verdict, and
-    measured (whether any of its results was recorded)."""
+    """One dict per claim of the paper: section, claim, paper, verdict, measured (whether any of its results
+    was recorded), ours (the numbers in words, :mod:`dcgan.evidence`, and the quality gate's when it
+    decided), words (the same without the gate), numbers (the results behind it by name: "name = value
+    [interval] unit"), behind (data and profile), gate, points (:class:`dcgan.evidence.Point`) and id."""
     return _rows(results, claims, VERDICTS)
 
 
@@ -487,11 +553,27 @@ def _cell(s: str) -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("| § | claim | paper | ours [95% interval] | data (profile) | verdict | tested in |\n"
-            "|---|---|---|---|---|---|---|\n")
-    lines = [f"| {r.get('section_ref') or _cell(r['section'])} | {_cell(r['claim'])} | {_cell(r['paper'])} | "
-             f"{_cell(r['ours'])} | {_cell(r['behind'])} | **{r['verdict']}** | {r.get('where', '–')} |" for r in rows]
+    """claim | paper | ours | verdict: the claim with its section and chapter, ours as a sentence from the numbers.
+
+    The raw result names and every number behind a verdict are in :func:`_details_table` (folded on the
+    results page) and in :func:`results_table`.
+    """
+    head = "| claim | paper | ours [95% interval] | verdict |\n|---|---|---|---|\n"
+    lines = []
+    for r in rows:
+        where = r.get("where", "–")
+        claim = f"{r.get('section_ref') or _cell(r['section'])} {_cell(r['claim'])}" + (
+            f" ({where})" if where != "–" else "")
+        lines.append(f"| {claim} | {_cell(r['paper'])} | {_cell(r['ours'])} | **{r['verdict']}** |")
     return head + "\n".join(lines) + "\n"
+
+
+def _details_table(rows: list[dict]) -> str:
+    """Per claim: the recorded results behind its verdict by name (value [interval] unit), the data and
+    profile, and its models' quality gates."""
+    head = "| § | results behind the verdict | data (profile) |\n|---|---|---|\n"
+    lines = [f"| {_cell(r['section'])} | {_cell(r['numbers'])} | {_cell(r['behind'])} |" for r in rows if r["measured"]]
+    return head + "\n".join(lines) + "\n" if lines else "No claim has recorded results yet.\n"
 
 
 CLAIM_LABEL = "claim-"  # the paper page's label of a claim is claim-<id>
@@ -566,10 +648,18 @@ def write_paper_page(template: str | Path, out_path: str | Path, present: set[st
 
 
 def results_table(results: list[Result]) -> str:
-    """A Markdown table of every recorded result with its provenance; intervals beside their values."""
+    """A Markdown table of every recorded result (intervals beside their values), after a line per chapter
+    with the profile, seed and hardware its numbers come from (kept out of the table so that it fits the page)."""
     f = Found(results)
-    head = ("| chapter | result | ours [95% interval] | paper | unit | data set | profile | hardware | seed |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
+    runs: dict[str, list[str]] = {}  # profile, seed and hardware -> the chapters whose numbers they made
+    for r in results:
+        chapters = runs.setdefault(f"`{r.profile}` profile, seed {r.seed}, {r.hardware}", [])
+        if r.chapter not in chapters:
+            chapters.append(r.chapter)
+    head = "Where the numbers come from: " + "; ".join(
+        f"{k} (chapters {', '.join(ch.split('_', 1)[0] for ch in v)})" for k, v in runs.items()) + ".\n\n" if runs else ""
+    head += ("| chapter | result | ours [95% interval] | paper | unit | data set |\n"
+             "|---|---|---|---|---|---|\n")
     rows = []
     for r in results:
         iv = f.interval(r.name)
@@ -577,7 +667,7 @@ def results_table(results: list[Result]) -> str:
             continue  # shown beside its value
         ours = _fmt(r.value) + (f" [{_fmt(iv[0])}, {_fmt(iv[1])}]" if iv else "")
         rows.append(f"| {r.chapter} | {r.name} | {_cell(ours)} | {_cell(_fmt(r.paper))} | {_cell(r.unit)} | "
-                    f"{_cell(r.dataset)} | {r.profile} | {_cell(r.hardware)} | {r.seed} |")
+                    f"{_cell(r.dataset)} |")
     return head + "\n".join(rows) + "\n"
 
 
@@ -614,8 +704,18 @@ def chapter_verdicts(results: Iterable[Result]) -> str:
     for r in claim_rows(results):
         if not r["measured"]:  # a claim these results do not bear on (not run, or only the paper's data can test it)
             continue
-        lines.append(f"- **{r['section']}** {r['claim']}: **{r['verdict']}** ({r['ours']}).")
+        ours = f" ({r['ours']})" if r["ours"] != "–" else ""
+        lines.append(f"- **{r['section']}** {r['claim']}: **{r['verdict']}**{ours}.")
     return "\n".join(lines) if lines else "No claim of the paper is decided by this chapter's results."
+
+
+def control_line(text: str, diff: float, lo: float, hi: float, gate_ok: bool, unit: str = "points") -> str:
+    """A chapter's control (not a claim of the paper) as a Markdown bullet, judged like the results page judges a
+    difference: *holds* when the 95% interval [lo, hi] of ``diff`` lies above zero, *does not hold* below it,
+    *inconclusive (within noise)* across it; a model below the quality gate (``gate_ok`` False) decides nothing."""
+    word = interval_verdict(lo, hi)
+    word = BELOW_GATE if not gate_ok else {REPRODUCED: "holds", NOT_REPRODUCED: "does not hold"}.get(word, word)
+    return f"- *{text}*: **{word}** ({diff:+.1f} {unit}, paired 95% interval {lo:+.1f} to {hi:+.1f})."
 
 
 def at_a_glance(results: Iterable[Result]) -> str:
@@ -641,8 +741,8 @@ def at_a_glance(results: Iterable[Result]) -> str:
     for row in claim_rows(results) + check_rows(results):
         if not row["measured"]:
             continue
-        first = row["ours"].split("; ")[0]
-        lines.append(f"- **{row['verdict']}**: {row['section']} {row['claim']} ({first}).")
+        words = f" ({row['words']})" if row["words"] != "–" else ""
+        lines.append(f"- **{row['verdict']}**: {row['section']} {row['claim']}{words}.")
     if not lines:
         lines.append("- This chapter records no verdict on a claim of the paper (see its sections for what it measures).")
     if results:
@@ -653,18 +753,29 @@ def at_a_glance(results: Iterable[Result]) -> str:
     return "\n".join(lines)
 
 
-INTRO = """# Results
+INTRO = """---
+html_theme.sidebar_secondary.remove: true
+---
 
-Every claim of the paper, next to what this book measured. The tables are generated from the numbers
-the chapters recorded when they were last executed (profile and data in the fifth column); a number
-with a 95% interval is shown as "value [low, high]". The order of the checks behind a verdict:
+# Results
+
+Every claim of the paper, next to what this book measured (generated from the numbers the chapters last recorded):
+{numref}`fig-results-forest` draws every number a verdict rests on, the table says each in words; the results behind
+each verdict by name are folded under it, and every recorded number is at the end of the page.
+
+"""
+
+HOW = """```{admonition} How a verdict is reached
+:class: dropdown
+
+The checks, in order:
 
 1. **not run**: no chapter recorded a matching result;
 2. **needs the paper's data**: the claim is a number on a data set we ran a stand-in for, or one
    that only the paper's data can test (run the chapter with `--profile paper`);
 3. a claim about what a trained model does first checks that model's *quality gate* (recorded by
-   the chapter as `<model>_gate`): **inconclusive: model below the quality gate** (its numbers are
-   shown) or **inconclusive: no quality gate recorded**;
+   the chapter as `<model>_gate`): **inconclusive: model below the quality gate** or
+   **inconclusive: no quality gate recorded**;
 4. a comparative claim is judged on the 95% interval of the claimed difference: **reproduced** when
    it excludes zero in the paper's direction, **not reproduced** when it excludes zero in the other,
    **inconclusive (within noise)** when it contains zero, **inconclusive (no interval)** when the
@@ -672,26 +783,44 @@ with a 95% interval is shown as "value [low, high]". The order of the checks beh
    must clear it with its whole interval when one is recorded. **partly**: reproduced for one
    model, data set or measure and not for another.
 
-The claims are data in `dcgan/claims.yaml`, each naming the rule in `dcgan/report.py` that judges it; the
-{doc}`paper page <paper>` states them in the paper's order. "figures only" and "no number" mark claims the
-paper supports with pictures or words, which the chapters turn into measurements. Each row links to its
-claim there and to the chapter section that tests it.
+The claims are data in `dcgan/claims.yaml`, each naming the rule in `dcgan/report.py` that judges it and
+the words that say its numbers; the {doc}`paper page <paper>` states them in the paper's order.
+"figures only" and "no number" mark claims the paper supports with pictures or words, which the chapters
+turn into measurements. Each row links to its claim there and to the chapter section that tests it.
+```
 
 """
 
+FOREST = "_generated/results_forest.png"  # written next to results.md by write_results_page
+
+
+def _forest_block(n_points: int) -> str:
+    return (f"```{{figure}} {FOREST}\n:name: fig-results-forest\n:width: 100%\n\n"
+            f"The {n_points} numbers the verdicts rest on, with their 95% intervals (hollow: none), coloured by "
+            "verdict, grouped by section; shaded: the side the paper claims. Left: differences of two conditions "
+            "against zero. Right: numbers against a fixed line (or a table's number), divided by it; >: beyond "
+            "the axis.\n```\n\n")
+
 
 def write_results_page(results_dir: str | Path, out_path: str | Path) -> Path:
-    """Write the Markdown results page for every ``*.results.json`` under ``results_dir``."""
+    """Write the Markdown results page for every ``*.results.json`` under ``results_dir``, and its forest plot
+    (:func:`dcgan.forest.write_forest`) as ``_generated/results_forest.png`` next to it."""
+    from .forest import write_forest
+
     results = load_results(results_dir)
     rows = claim_rows(results)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_forest(results, out.parent / FOREST)
     present = {p.stem for p in Path(results_dir).glob("[0-9][0-9]_*.ipynb")}
-    text = INTRO + "(results-claims)=\n## The paper's claims\n\n" + _table(_link_rows(rows, CLAIMS, present, True))
-    text += f"\nTally of the paper's claims: {tally(rows)}.\n"
-    text += ("\n## Implementation checks\n\nChecks of this book's own code against the paper's recipe; they are not "
+    text = INTRO + _forest_block(sum(len(r["points"]) for r in rows))
+    text += "(results-claims)=\n## The paper's claims\n\n" + _table(_link_rows(rows, CLAIMS, present, True))
+    text += f"\nTally of the paper's claims: {tally(rows)}.\n\n"
+    text += ("```{admonition} The results behind each verdict, by name\n:class: dropdown\n\n"
+             + _details_table(rows) + "```\n\n" + HOW)
+    text += ("## Implementation checks\n\nChecks of this book's own code against the paper's recipe; they are not "
              "claims of the paper and are not in the tally.\n\n" + checks_table(results, present=present))
     text += "\n## Every recorded number\n\n"
     text += results_table(results) if results else "No chapter has recorded results yet: run `make book`.\n"
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return out

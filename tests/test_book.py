@@ -86,7 +86,7 @@ def test_figures_are_numbered_and_referenced(nb_path: Path):
     nb = nbformat.read(nb_path, 4)
     md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    names = re.findall(r"```\{glue:figure\} \S+\n:name: (\S+)\n", md)
+    names = re.findall(r"(?:```|:::)\{glue:figure\} \S+\n:name: (\S+)\n", md)
     assert len(names) == md.count("{glue:figure}"), "every {glue:figure} has a :name: line right below it"
     for name in names:
         assert f"{{numref}}`{name}`" in md, f"figure {name} is not cited as {{numref}}`{name}` in the prose"
@@ -97,11 +97,11 @@ def test_figures_are_numbered_and_referenced(nb_path: Path):
 
 
 VISIBLE_CODE_LINES = 100  # a chapter shows the calls behind its results; plotting, tables and bookkeeping fold
-FOLDED = ("hide-input", "remove-input", "remove-cell")
+FOLDED = ("hide-input", "hide-cell", "remove-input", "remove-cell")
 
 
 def visible_code_lines(nb) -> int:
-    """Non-blank code lines in cells the reader sees unfolded (no hide-input/remove-input/remove-cell tag)."""
+    """Non-blank code lines in cells the reader sees unfolded (no hide-input/hide-cell/remove-input/remove-cell tag)."""
     return sum(1 for c in nb.cells if c.cell_type == "code" and not set(c.metadata.get("tags", [])) & set(FOLDED)
                for line in c.source.splitlines() if line.strip())
 
@@ -353,3 +353,18 @@ def test_no_hand_written_verdicts(nb_path: Path):
              for s in hand_written_verdicts(c.source)]
     assert not found, (f"{nb_path.name} states verdicts in hand-written markdown (generate them from the recorded "
                        "numbers, e.g. display(Markdown(dcgan.report.chapter_verdicts(...)))):\n" + "\n".join(found))
+
+
+def test_show_images_draws_one_grid_without_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    fig, ax = plt.subplots()
+    book.show_images(ax, torch.zeros(6, 3, 8, 8), nrow=3, title="six grey images")
+    (im,) = ax.get_images()
+    assert im.get_array().shape == (2 * 9 + 1, 3 * 9 + 1, 3)  # 2 rows x 3, one pixel of padding around each
+    assert float(im.get_array()[5, 5, 0]) == 0.5 and not ax.axison and ax.get_title() == "six grey images"
+    plt.close(fig)

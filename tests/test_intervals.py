@@ -156,6 +156,25 @@ def test_welch_diff_ci_matches_the_formula_and_widens_with_few_seeds():
         I.welch_diff_ci([], [1.0])
 
 
+def test_welch_diff_ci_is_scipys_and_silent_when_seeds_agree_to_rounding():
+    """Chapter 09 under the paper profile's toy scale printed scipy's "catastrophic cancellation" warning into the
+    book (two seeds whose errors agreed to float rounding); the interval is scipy's, without the warning."""
+    import warnings
+
+    from scipy.stats import ttest_ind
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(5, 1, 4), rng.normal(3, 2, 3)
+    ci = ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert I.welch_diff_ci(a, b)[1:] == pytest.approx((ci.low, ci.high))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails
+        d, lo, hi = I.welch_diff_ci([92.4, 92.4 + 1e-14], [90.53, 90.53 - 1e-14])
+        assert d == pytest.approx(1.87) and np.isnan(lo) and np.isnan(hi)  # no spread on either side
+        d, lo, hi = I.welch_diff_ci([92.4, 92.4 + 1e-14], [90.0, 91.0, 92.0])  # one side constant: still an interval
+        assert lo < d < hi
+
+
 def test_spread_interval_is_twice_the_combined_spread_and_none_without_one():
     from dcgan.intervals import spread_interval
 

@@ -193,7 +193,8 @@ def _run_smoke(chapter: str, out, monkeypatch, plant: str | None = None, runs=No
     else:
         monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     monkeypatch.setenv("DCGAN_RUNS", str(runs or out / "runs"))
-    execute_chapters("smoke", out / "results", only=[chapter])
+    # a planted bug may warn (an SVM that no longer converges): its numbers matter here, not its page
+    execute_chapters("smoke", out / "results", only=[chapter], stderr_ok=plant is not None)
     return load_results(out / "results")
 
 

@@ -110,10 +110,12 @@ def test_results_page_has_both_tables_and_tallies_claims_only(tmp_path):
     res.record("guidelines_hold", 1, dataset="-", paper=1)
     res.record("init_std", 0.05, dataset="-", paper=0.02)
     page = report.write_results_page(tmp_path, tmp_path / "results.md").read_text()
-    assert page.startswith("# Results")
+    assert "\n# Results\n" in page and "```{figure} _generated/results_forest.png" in page
+    assert (tmp_path / "_generated" / "results_forest.png").stat().st_size > 1000  # the forest plot, next to the page
     claims, rest = page.split("## Implementation checks")
     checks, numbers = rest.split("## Every recorded number")
-    row = "| §4 | Our weights are initialised from N(0, 0.02) | std 0.02 | init_std = 0.05 | - (smoke) | **fails** |"
+    row = ("| §4 Our weights are initialised from N(0, 0.02) (chapter 01 (not in this build)) | std 0.02 | "
+           "init std: 0.05 | **fails** |")
     assert row in checks
     assert "guidelines" not in claims.split("## The paper's claims")[1]
     n_bound = sum(c.data_bound for c in report.CLAIMS)  # the checks are not counted
@@ -176,8 +178,10 @@ def test_results_rows_link_back_to_claim_and_chapter(tmp_path):
     _ci(res, "semi_supervised_minus_dcgan_error", 2.0, 1.0, 3.0, dataset="fashion-mnist")
     (tmp_path / "05_svhn_features.ipynb").write_text("{}")  # the chapter is in this build
     page = report.write_results_page(tmp_path, tmp_path / "results.md").read_text()
-    row = next(line for line in page.splitlines() if "semi_supervised_minus_dcgan_error" in line and "§5.2" in line)
-    assert "{ref}`§5.2 <claim-supervised-worse>`" in row and row.endswith("{ref}`chapter 05 <ch05-result>` |")
+    row = next(line for line in page.splitlines() if "Supervised CNN: error 2.0 higher than DCGAN features" in line)
+    assert row.startswith("| {ref}`§5.2 <claim-supervised-worse>` The same CNN") and "({ref}`chapter 05 <ch05-result>`) |" in row
+    details = page.split("The results behind each verdict, by name")[1]
+    assert "| §5.2 | semi_supervised_minus_dcgan_error = 2 [1, 3]" in details  # the raw names, folded
     assert "(results-claims)=" in page and "chapter 08 (not in this build)" in page
 
 
@@ -208,8 +212,10 @@ def test_gate_decides_before_the_rule(tmp_path):
     assert "gate emoji-64: below (fid 312, precision 0.01, recall 0)" in row["ours"]  # the gate's numbers are shown
     _gate(res, "emoji-64", True)
     row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
-    assert row["verdict"] == REPRODUCED and "gate emoji-64: passed" in row["ours"]
-    assert "emoji_arith_latent_minus_pixel = 20 [5, 35]" in row["ours"]
+    assert row["verdict"] == REPRODUCED and "gate emoji-64: passed" in row["numbers"]
+    assert "emoji_arith_latent_minus_pixel = 20 [5, 35]" in row["numbers"]
+    assert row["ours"] == ("z arithmetic: target rate 20.0 higher than pixel arithmetic [5.0, 35.0]; z arithmetic: "
+                           "target rate 30.0 higher than random samples [15.0, 45.0]")  # in words, from the numbers
     # the Fashion-MNIST claim has its own gate: emoji's does not open it
     assert _verdict(tmp_path, "§6.3.2", "(Fashion-MNIST") == NOT_RUN
     res.record("fashion_arith_latent_rate", 10.0, dataset="fashion-mnist")
@@ -279,7 +285,8 @@ def test_comparison_without_interval_is_inconclusive(tmp_path):
     res.record("transfer_dcgan_minus_kmeans_ci_lo", 0.5, dataset="fashion-mnist-32->mnist-10k")
     assert _verdict(tmp_path, "§5.1", "beat") == REPRODUCED
     row = _row(load_results(tmp_path), "§5.1", "beat")
-    assert "transfer_dcgan_minus_kmeans = 5 [0.5, 11]" in row["ours"]
+    assert "transfer_dcgan_minus_kmeans = 5 [0.5, 11]" in row["numbers"]
+    assert row["ours"] == "DCGAN features: accuracy 5.0 higher than K-means [0.5, 11.0]"
 
 
 def test_sides_measured_without_a_difference(tmp_path):
@@ -361,7 +368,9 @@ def test_stability_verdicts(tmp_path):
     assert _row(results, "§3 (2)", "fully connected")["verdict"] == PARTLY
     assert _row(results, "§3 (1)", "pooling")["verdict"] == NOT_RUN
     row = _row(results, "§3 (3)", "output")
-    assert "stability_bn-everywhere_fid = 20" in row["ours"] and row["behind"] == "fashion-mnist (book)"
+    assert "stability_bn-everywhere_fid = 20" in row["numbers"] and row["behind"] == "fashion-mnist (book)"
+    assert row["ours"].startswith("BatchNorm everywhere: FID 10.0 higher than DCGAN's placement [")  # the spread's
+    assert row["ours"].endswith("; unstable runs 0/3 against 0/3")
 
 
 def test_stability_recorded_interval_wins_over_the_spread(tmp_path):
@@ -465,7 +474,7 @@ def test_tables_show_intervals_beside_values(tmp_path):
     table = report.results_table(results)
     assert "| 06_latent_space | emoji_arith_latent_minus_pixel | 20 [5, 35] |" in table
     assert "_ci_lo" not in table and "_ci_hi" not in table  # folded into their value's row
-    assert "emoji_arith_latent_minus_base = 30 [15, 45]" in report.claims_table(results)
+    assert "z arithmetic: target rate 30.0 higher than random samples [15.0, 45.0]" in report.claims_table(results)
 
 
 def test_chapter_verdicts_are_the_page_verdicts(tmp_path):
@@ -475,6 +484,8 @@ def test_chapter_verdicts_are_the_page_verdicts(tmp_path):
     text = report.chapter_verdicts(res.results.values())
     assert text.startswith("- **§6.3.2** Vector arithmetic") and f"**{BELOW_GATE}**" in text
     assert "fid 312" in text and "Fashion-MNIST" not in text  # only the claims this chapter's results bear on
+    assert "z arithmetic: target rate 20.0 higher than pixel arithmetic [5.0, 35.0]" in text  # words, not names
+    assert "emoji_arith" not in text
     assert report.chapter_verdicts([]).startswith("No claim")
 
 
@@ -521,6 +532,14 @@ def test_svhn_number_is_judged_on_the_authors_protocol(tmp_path):
     assert _verdict(tmp_path / "book", "§5.2 Table 2", "SVHN") == PAPER_DATA_NEEDED
     _ci(res2, "semi_dcgan_test_error_authors", 23.0, 22.0, 24.0, dataset="fashion-mnist (1000 labels)")
     assert _verdict(tmp_path / "book", "§5.2 Table 2", "SVHN") == PAPER_DATA_NEEDED  # a stand-in's number
+
+
+def test_control_line_judges_a_chapters_control_like_a_claim():
+    assert report.control_line("D beats pixels", 5.0, 1.0, 9.0, True) == \
+        "- *D beats pixels*: **holds** (+5.0 points, paired 95% interval +1.0 to +9.0)."
+    assert "**does not hold**" in report.control_line("x", -5.0, -9.0, -1.0, True)
+    assert f"**{WITHIN_NOISE}**" in report.control_line("x", 1.0, -1.0, 3.0, True, unit="points of test error")
+    assert f"**{BELOW_GATE}**" in report.control_line("x", 5.0, 1.0, 9.0, False)  # a failed gate decides nothing
 
 
 def test_results_on_the_authors_model_are_marked_and_judged_on_their_data(tmp_path):
