@@ -382,11 +382,13 @@ def _calibrate(args) -> int:
 
         # each chapter kernel keeps to one thread (smoke), so variants side by side use the cores without
         # changing a number
-        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            list(pool.map(lambda v: run_variant(v, Path(tmp) / v.name, only if chapters is not None else None),
-                          VARIANTS))
+        runs_dir = Path(args.reuse) if args.reuse else Path(tmp)
+        if not args.reuse:
+            with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+                list(pool.map(lambda v: run_variant(v, Path(tmp) / v.name, only if chapters is not None else None),
+                              VARIANTS))
         for v in VARIANTS:
-            samples[v.name] = (v, [r for r in load_results(Path(tmp) / v.name) if r.chapter in only])
+            samples[v.name] = (v, [r for r in load_results(runs_dir / v.name) if r.chapter in only])
             machines[v.name] = machine()
     for extra in args.add_run or []:
         res = [r for r in load_results(extra) if r.chapter in only]
@@ -430,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("baseline", nargs="?", default="tests/notebooks", help="folder of the baseline (default tests/notebooks)")
     k.add_argument("--only", nargs="+", metavar="CHAPTER", help="recalibrate only these chapters (NN or NN_name)")
     k.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="variants run side by side (default: cores)")
+    k.add_argument("--reuse", metavar="DIR", help="take the variants' results from DIR/<variant> (runs of "
+                   "dcgan.regression.run_variant made earlier with the same code) instead of executing them")
     k.add_argument("--add-run", nargs="+", metavar="DIR",
                    help="results of the smoke chapters run on another kind of machine, added as calibration runs")
     args = p.parse_args(argv)
