@@ -126,21 +126,14 @@ def authors_config() -> ModelConfig:
                        kernel_size=5, g_unit_bn=True, bn_eps=1e-8)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_arrays(path: str | Path = WEIGHTS, sha256: str = SHA256) -> dict[str, np.ndarray]:
     """The 18 arrays, after checking the file's SHA-256; ``allow_pickle=False`` (nothing is unpickled)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the authors' SVHN weights are missing (they ship with the package; "
                                 "see dcgan/weights/PROVENANCE.md)")
-    got = _sha256(path)
+    with open(path, "rb") as f:
+        got = hashlib.file_digest(f, "sha256").hexdigest()
     if got != sha256:
         raise ValueError(f"{path}: SHA-256 {got} does not match the committed weights' {sha256}; the file was "
                          "changed or truncated: restore it from git (dcgan/weights/PROVENANCE.md)")

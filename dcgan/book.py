@@ -51,11 +51,6 @@ def setup_chapter(chapter: str, profile: str, seed: int = 0) -> ResultsRecorder:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     seed_everything(seed)
-    import warnings
-
-    # tqdm.auto (the training loop's progress bar) warns on stderr that ipywidgets is missing, then falls back
-    # to its text bar: nothing a reader of the rendered chapter needs to see
-    warnings.filterwarnings("ignore", message="IProgress not found")
     from .config import tiny
 
     if tiny():  # the paper profile's code paths at toy scale: its numbers are recorded apart, never as results
