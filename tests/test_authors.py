@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 
 from dcgan import authors as A
 from dcgan import features as fe
-from dcgan.models import Discriminator, Generator, ModelConfig
+from dcgan.models import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
