@@ -366,35 +366,52 @@ def _cmd_sample(args) -> int:
 # ---------------------------------------------------------------- reference (the quality gate's thresholds)
 
 def add_reference_parser(sub) -> None:
-    from .gate import GATED_MODELS, REFERENCE_FACTOR
+    from .gate import GATED_MODELS, REFERENCE_FACTOR, REFERENCE_SEEDS
 
     p = sub.add_parser("reference", help="train the quality gate's reference runs and record their plateau",
-                       description="Train each book model --factor times longer than the book does, measure FID, "
-                       "precision and recall over the last fifth of its snapshots, and write them with their "
-                       "provenance to dcgan/gate_references.json (the file dcgan.gate reads).")
+                       description="Train each book model --factor times longer than the book does from each of "
+                       "--seeds (seeds the book never trains), choose each run's snapshot as the book does, measure "
+                       "FID, precision and recall as the gate does, and write their mean with its provenance to "
+                       "dcgan/gate_references.json (the file dcgan.gate reads). Refuses a working tree with "
+                       "uncommitted changes: a reference records the commit of the code that made it.")
     p.add_argument("--model", nargs="+", default=list(GATED_MODELS), choices=list(GATED_MODELS), metavar="MODEL",
                    help=f"models to reference (default: all: {', '.join(GATED_MODELS)})")
     p.add_argument("--profile", default="book", choices=("smoke", "book", "paper"),
                    help="the profile whose models are referenced (default book)")
     p.add_argument("--factor", type=int, default=REFERENCE_FACTOR,
                    help=f"train this many times the profile's epochs (default {REFERENCE_FACTOR})")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(REFERENCE_SEEDS), metavar="SEED",
+                   help=f"training seeds of the reference runs (default {' '.join(map(str, REFERENCE_SEEDS))}; "
+                   "never the book's seeds)")
     p.add_argument("--out", help="references file to update (default: dcgan/gate_references.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_reference)
 
 
 def _cmd_reference(args) -> int:
-    from .gate import REFERENCES_PATH, build_reference, write_reference
+    from .gate import REFERENCES_PATH, build_references, write_reference
 
     if args.factor < 2:
         print("error: --factor must be at least 2 (a reference trains longer than the run it judges)", file=sys.stderr)
         return 2
+    if len(set(args.seeds)) < 3:
+        print("error: --seeds needs at least three different seeds (a plateau from one seed is that seed's luck)",
+              file=sys.stderr)
+        return 2
     out = args.out or REFERENCES_PATH
-    for model in args.model:
-        ref = build_reference(model, args.profile, args.factor, progress=not args.no_progress)
+    try:
+        refs = build_references(args.model, args.profile, args.factor, seeds=tuple(args.seeds),
+                                progress=not args.no_progress)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for ref in refs:
         write_reference(ref, out)
-        print(f"{model}: plateau FID {ref.fid:.2f} (floor {ref.fid_floor:.2f}), precision {ref.precision:.3f}, "
-              f"recall {ref.recall:.3f} after {ref.epochs} epochs / {ref.steps:,} steps -> {out}", flush=True)
+        fids = ", ".join(f"{p['fid']:.2f}" for p in ref.per_seed)
+        print(f"{ref.model}: plateau FID {ref.fid:.2f} (seeds: {fids}; floor {ref.fid_floor:.2f}, blurred-image limit "
+              f"{ref.fid_abs_limit:.2f}), precision {ref.precision:.3f}, recall {ref.recall:.3f} after {ref.epochs} "
+              f"epochs / {ref.steps:,} steps; classifier accuracy {100 * (ref.classifier_accuracy or 0):.1f}% -> {out}",
+              flush=True)
     return 0
 
 

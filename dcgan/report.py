@@ -24,7 +24,8 @@ Conventions of the results registry this module reads:
 * a comparison is recorded as ``<a>_minus_<b>`` with its own interval;
 * a chapter records the quality gate of each model it uses as ``<model>_gate``
   (1 pass, 0 fail) with ``<model>_gate_fid``, ``_gate_precision`` and
-  ``_gate_recall`` (e.g. ``emoji-32_gate``; ``stability_dcgan_gate`` for the
+  ``_gate_recall``, their limits (``_gate_fid_limit`` ...) and the feature
+  classifier's held-out accuracy (``_gate_classifier_accuracy``) (e.g. ``emoji-32_gate``; ``stability_dcgan_gate`` for the
   ablations' reference DCGAN).
 
 Checks of our own implementation (architecture, initialisation) are not
@@ -734,8 +735,11 @@ def at_a_glance(results: Iterable[Result]) -> str:
             continue
         model = r.name[: -len("_gate")]
         ok = _num(r.value) == 1
-        fid = f.one(_escape(f"{r.name}_fid"))
-        nums = f" (FID {_fmt(fid.value)}, limit {_fmt(fid.paper)})" if fid is not None and fid.paper else ""
+        fid, lim = f.one(_escape(f"{r.name}_fid")), f.one(_escape(f"{r.name}_fid_limit"))
+        acc = f.one(_escape(f"{r.name}_classifier_accuracy"))
+        nums = (f" (FID {_fmt(fid.value)}, limit {_fmt(lim.value)}"
+                + (f"; features of a classifier with {_fmt(acc.value)}% held-out accuracy" if acc is not None else "")
+                + ")") if fid is not None and lim is not None else ""
         lines.append(f"- Quality gate of `{model}` ({r.dataset}): **{'passes' if ok else 'fails'}**{nums}"
                      + ("" if ok else "; no verdict is drawn from it") + ".")
     for row in claim_rows(results) + check_rows(results):

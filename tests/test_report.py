@@ -512,9 +512,12 @@ def test_at_a_glance_puts_gates_verdicts_and_provenance_in_the_box(tmp_path):
     assert "`book` profile, seed 0" in box and "data: emoji" in box
     res2 = _rec(tmp_path / "b", "06_latent_space")
     res2.record("emoji-64_gate", 1, dataset="emoji")
-    res2.record("emoji-64_gate_fid", 2.5, dataset="emoji", paper=3.0)
+    res2.record("emoji-64_gate_fid", 2.5, dataset="emoji")
+    res2.record("emoji-64_gate_fid_limit", 3.0, dataset="emoji")
+    res2.record("emoji-64_gate_classifier_accuracy", 93.5, dataset="emoji")
     assert report.at_a_glance(res2.results.values()).startswith(
-        "- Quality gate of `emoji-64` (emoji): **passes** (FID 2.5, limit 3).")
+        "- Quality gate of `emoji-64` (emoji): **passes** (FID 2.5, limit 3; features of a classifier with 93.5% "
+        "held-out accuracy).")
     assert report.at_a_glance([]).startswith("- This chapter records no verdict")
 
 
