@@ -43,6 +43,7 @@ from .checkpoints import atomic_save  # atomic + fsync; one implementation for e
 from .config import tiny
 from .paths import runs_root
 from .precision import autocast, default_device
+from .timing import phased
 
 __all__ = [
     "DomainClassifier",
@@ -204,6 +205,7 @@ def _accuracy(model: DomainClassifier, ds, batch_size: int = 1000) -> float:
     return correct / len(ds)
 
 
+@phased("domain classifier training")
 def _train_classifier(spec: ClassifierSpec, progress: bool) -> tuple[DomainClassifier, dict]:
     from .data import load_dataset
 
@@ -392,6 +394,7 @@ def _feature_extractor(dataset: str, image_size: int, profile: str, features: st
     return FeatureExtractor(clf, clf.num_features, "domain", f"{dataset}@{image_size} classifier")
 
 
+@phased("feature extraction")
 def extract_features(fx: nn.Module, images, batch_size: int = 500) -> torch.Tensor:
     """Features (N, d) of a float image tensor in [-1, 1] or of an ``ImageTensorDataset``."""
     n = len(images)
@@ -423,6 +426,7 @@ def _check_pair(real: torch.Tensor, fake: torch.Tensor) -> None:
         raise ValueError("FID/KID need at least 2 samples on each side")
 
 
+@phased("sample-quality statistics")  # FID, KID, precision/recall on features
 def fid(real: torch.Tensor, fake: torch.Tensor, extractor: nn.Module | None = None) -> float:
     """Fréchet distance between two feature sets (or image sets, with ``extractor``), torchmetrics' FID."""
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -440,6 +444,7 @@ def fid(real: torch.Tensor, fake: torch.Tensor, extractor: nn.Module | None = No
     return max(float(m.compute()), 0.0)  # tiny negative values are round-off of sqrtm
 
 
+@phased("sample-quality statistics")
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, subset_size: int = 1000,
         seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (mean, std over subsets) of two feature sets, torchmetrics' KID.
@@ -473,6 +478,7 @@ def _kth_radius(x: torch.Tensor, k: int) -> torch.Tensor:
     return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
 
 
+@phased("sample-quality statistics")
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls in feature space.
 
@@ -513,6 +519,7 @@ def class_histogram(logits: torch.Tensor, n_classes: int | None = None) -> torch
 # ------------------------------------------------------------------ sampling
 
 @torch.no_grad()
+@phased("sample generation")
 def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 500,
                   labels: torch.Tensor | None = None, bn: str = "running") -> torch.Tensor:
     """n images from generator ``G`` (fixed seed), in [-1, 1] on the CPU.
@@ -700,6 +707,7 @@ def nearest_neighbour_error(train_x: torch.Tensor, train_y: torch.Tensor, test_x
     return float(nearest_neighbour_wrong(train_x, train_y, test_x, test_y).double().mean())
 
 
+@phased("1-NN classifier")
 def nn_error_curve(G, real_train, real_test, sizes: list[int], seed: int = 0) -> list[dict]:
     """1-NN test error against the number of training images, for real images and for G's labelled samples.
 
