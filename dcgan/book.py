@@ -86,6 +86,11 @@ def _write_phases_after_each_cell(path: Path, chapter: str, profile: str) -> Non
     if ip is None:
         return
     timing.reset()  # a re-run set-up in the same kernel starts over, like the chapter's results
+    if getattr(ip, "_dcgan_timing_hook", None) is None:  # the first set-up of this kernel: what came before it
+        try:
+            timing.REGISTRY.add("kernel start and imports", *timing.process_so_far())
+        except ImportError:  # no psutil (it comes with ipykernel): that time stays "outside any phase"
+            pass
     old = getattr(ip, "_dcgan_timing_hook", None)
     if old is not None:  # one writer per kernel, to the last set-up's path
         ip.events.unregister("post_run_cell", old)

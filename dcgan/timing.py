@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 __all__ = ["LOW_CORES", "PhaseStat", "Registry", "REGISTRY", "phase", "phased", "report", "reset", "merge_workers",
-           "totals", "write_report", "load_report", "phase_table", "low_mark"]
+           "process_so_far", "totals", "write_report", "load_report", "phase_table", "low_mark"]
 
 LOW_CORES = 1.8  # 90% of the book machine's two cores: a heavy phase below it leaves a core idle
 SEP = "/"  # joins a phase's path in the JSON report ("training/steps")
@@ -97,6 +97,19 @@ class Registry:
             if self.stack:  # the enclosing phase's own time excludes this one
                 self.stack[-1].child_wall += wall
                 self.stack[-1].child_cpu += cpu
+
+    def add(self, name: str, wall: float, cpu: float) -> None:
+        """Count time measured elsewhere (a kernel's start-up) as a call of phase ``name`` under the innermost open
+        phase; that phase's own time excludes it, as for a nested phase."""
+        if not name or SEP in name:
+            raise ValueError(f"a phase name is a non-empty string without {SEP!r}; got {name!r}")
+        st = self.stats.setdefault((self.stack[-1].path if self.stack else ()) + (name,), PhaseStat())
+        st.wall += wall
+        st.cpu += cpu
+        st.calls += 1
+        if self.stack:
+            self.stack[-1].child_wall += wall
+            self.stack[-1].child_cpu += cpu
 
     def merge_workers(self, reports: list[dict], waited_wall: float, process_seconds: float) -> None:
         """Add worker processes' phase trees (:meth:`report`) under the innermost open phase.
@@ -176,6 +189,14 @@ def merge_workers(reports: list[dict], waited_wall: float, process_seconds: floa
     REGISTRY.merge_workers(reports, waited_wall, process_seconds)
 
 
+def process_so_far() -> tuple[float, float]:
+    """(wall, CPU) seconds of this process since it started: a kernel's start-up and imports, counted at the
+    chapter's set-up. Wall from the process's start time (psutil, which the Jupyter kernel depends on)."""
+    import psutil
+
+    return max(time.time() - psutil.Process().create_time(), 0.0), time.process_time()
+
+
 def write_report(path: str | Path, **extra) -> Path:
     """Write :func:`report` (plus ``extra`` keys) atomically to ``path``."""
     path = Path(path)
@@ -226,7 +247,7 @@ def phase_table(rows: list[dict], chapter_wall: float | None = None, chapter_cpu
     kids: dict[str, list[str]] = {}
     for p in tot:  # first-entered order (dicts keep insertion order)
         kids.setdefault(p.rpartition(SEP)[0], []).append(p)
-    width = max([26] + [len(indent) + 2 * p.count(SEP) + len(p.rpartition(SEP)[2]) + 12 for p in tot])
+    width = max([40] + [len(indent) + 2 * p.count(SEP) + len(p.rpartition(SEP)[2]) + 12 for p in tot])
 
     def line(label: str, wall: float, cpu: float) -> str:
         cores = cpu / wall if wall > 0 else 0.0

@@ -109,6 +109,31 @@ def test_a_phase_that_raises_is_still_counted_and_closed(reg):
     assert not reg.stack and _rows(reg)["outer/inner"]["wall"] == 2.0 and _rows(reg)["outer"]["wall"] == 1.0
 
 
+def test_time_measured_elsewhere_is_added_as_a_phase(reg):
+    with reg.phase("chapter"):
+        reg.fake.tick(5.0)
+        reg.add("start-up", 2.0, 1.0)  # e.g. measured before the registry existed: not part of these 5 s
+    rows = _rows(reg)
+    assert (rows["chapter/start-up"]["wall"], rows["chapter/start-up"]["cpu"]) == (2.0, 1.0)
+    assert rows["chapter"]["wall"] == 3.0
+    with pytest.raises(ValueError, match="phase name"):
+        reg.add("a/b", 1.0, 1.0)
+
+
+def test_phase_works_as_a_decorator(clean_registry):
+    @timing.phase("nearest neighbours")  # as chapter 02 times a function it defines
+    def f(x: int) -> int:
+        return x + 1
+
+    @timing.phased("outer")
+    def g() -> int:
+        return f(1) + f(2)
+
+    assert g() == 5
+    rows = {r["path"]: r for r in timing.report()["phases"]}
+    assert rows["outer/nearest neighbours"]["calls"] == 2 and rows["outer"]["calls"] == 1
+
+
 def test_bad_names_and_reset_while_open_are_refused(reg):
     for bad in ("", "a/b"):
         with pytest.raises(ValueError, match="phase name"):
@@ -230,7 +255,9 @@ def test_setup_chapter_writes_phases_after_every_cell(tmp_path, monkeypatch, cle
                        "res = setup_chapter('07_t', 'book')")
         shell.run_cell("with phase('work'):\n    sum(range(10))")
         data = timing.load_report(tmp_path / "07_t.timing.json")
-        assert data["chapter"] == "07_t" and [r["path"] for r in data["phases"]] == ["work"]
+        assert data["chapter"] == "07_t"
+        assert [r["path"] for r in data["phases"]] == ["kernel start and imports", "work"]
+        assert data["phases"][0]["wall"] > 0 and data["phases"][0]["cpu"] > 0  # this process did start a while ago
         shell.run_cell("res = setup_chapter('07_t', 'book')")  # a second set-up: one writer, phases start over
         assert len([f for f in shell.events.callbacks["post_run_cell"] if f is shell._dcgan_timing_hook]) == 1
         assert timing.load_report(tmp_path / "07_t.timing.json")["phases"] == []
