@@ -264,3 +264,22 @@ def test_setup_chapter_writes_phases_after_every_cell(tmp_path, monkeypatch, cle
     finally:
         shell.events.unregister("post_run_cell", shell._dcgan_timing_hook)
         InteractiveShell.clear_instance()
+
+
+def test_throughput_bench_covers_the_books_configs_and_every_path(capsys):
+    """bench/train_throughput.py (timed on a quiet machine only): its book configurations are the presets' nets,
+    and it names every path, without timing anything here."""
+    import importlib.util
+
+    from dcgan.config import preset
+    from dcgan.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO_ROOT / "bench" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.CONFIGS["ch09-cond-32x32/ngf32"][:2] == (preset("mnist-cond", "book").model, 64)
+    assert bench.CONFIGS["ch08-32x32/ngf16"][0].ngf == 16 and bench.CONFIGS["ch02-grey-32x32/ngf32"][0].channels == 1
+    bench.main(["--list", "--processes", "2"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in bench.CONFIGS)
+    assert "fp32, bf16, bf16+compile, bf16 x2 proc" in out and "x fp32 eager" in out
