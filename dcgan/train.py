@@ -19,6 +19,9 @@ BCE on D's logits, G's non-saturating loss). Around it:
 
 The loop's phases are named functions over a :class:`_Loop` state: set-up, build, resume, wrap,
 an epoch, one step, the divergence check, an epoch's end (snapshots), a checkpoint, the finish.
+Their time is recorded by :mod:`dcgan.timing` as phases of "training": "set-up", "steps" (the step and its
+divergence check) and "snapshots and checkpoints" (an epoch's end, a checkpoint, the finish); a worker
+process's phases reach the parent's (:mod:`dcgan.workers`).
 The public names of :mod:`dcgan.step`, :mod:`dcgan.divergence`, :mod:`dcgan.config`,
 :mod:`dcgan.checkpoints` and ``cpu_supports_bf16`` are re-exported, so
 ``from dcgan.train import TrainConfig, preset, load_run, gan_step, adam`` keeps working.
