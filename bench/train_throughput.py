@@ -1,27 +1,33 @@
 """Training throughput of the DCGAN step: the paper's 64x64 step, the book's 32x32 one and the book's own small nets.
 
-Configurations (``--config``): ``64x64/ngf64`` (the paper's step), ``32x32/ngf32`` (chapter 02's runs),
-``ch08-32x32/ngf16`` (chapter 08's 24 ablation runs: grey, nz 64, batch 64) and ``ch09-cond-32x32/ngf32``
-(chapter 09's label-conditional DCGAN: grey, nz 64, 10 classes, batch 64). The book's small nets are
+Configurations (``--config``): ``64x64/ngf64`` (the paper's step), ``32x32/ngf32`` (chapter 02's emoji run),
+``ch02-grey-32x32/ngf32`` (chapter 02's Fashion-MNIST run), ``ch08-32x32/ngf16`` (chapter 08's 24 ablation
+runs: grey, nz 64, batch 64) and ``ch09-cond-32x32/ngf32`` (chapter 09's label-conditional DCGAN: grey, nz 64,
+10 classes, batch 64). The book's configurations are read from its presets (``dcgan.config.preset`` and
+``dcgan.stability.ablation_config``, ``book`` profile), so they follow the book. The book's small nets are
 bound by per-op overhead rather than FLOPs, so they are the ones whose paths differ most.
 
 Prints, in one run and measured side by side, img/s of
 
 * ``fp32``: plain fp32 eager (contiguous memory), the pytorch/examples baseline;
 * ``bf16``: bf16 autocast + channels_last (what ``precision="auto"`` picks on a bf16 CPU);
-* ``bf16+compile``: the same under ``torch.compile`` (with ``--compile``);
+* ``bf16+compile``: the same under ``torch.compile`` (``--no-compile`` leaves it out);
 * ``bf16 xN proc``: on a CPU, N one-thread processes each running the bf16 step at the same
   time (``--processes``, default: one per thread), their img/s summed: how
   :func:`dcgan.train.train_many` trains several runs at once (the book's small
-  nets are bound by per-op overhead, which one process per core hides);
+  nets are bound by per-op overhead, which one process per core hides); on a CPU
+  without bf16 the processes run fp32 (``fp32 xN proc``), as the book's workers then do;
 
 each path's ratio to fp32 eager, the FLOPs of one step (``torch.utils.flop_counter``)
 and the fraction of this machine's measured bf16 (and fp32) matmul peak each path
-reaches. Every path runs the engine's own step, :func:`dcgan.train.gan_step`.
+reaches, per configuration and again in one table at the end. A path that cannot run here
+(bf16 on a CPU without it, processes on a GPU) is named with the reason. Every path runs the
+engine's own step, :func:`dcgan.train.gan_step`.
 
-    python bench/train_throughput.py                 # both configurations, CPU or the GPU if there is one
-    python bench/train_throughput.py --config 32x32/ngf32 --steps 20 --compile --json out.json
-    python bench/train_throughput.py --config ch08-32x32/ngf16 ch09-cond-32x32/ngf32 --steps 50 --compile
+    python bench/train_throughput.py                 # every configuration, CPU or the GPU if there is one
+    python bench/train_throughput.py --config 32x32/ngf32 --steps 20 --json out.json
+    python bench/train_throughput.py --config ch08-32x32/ngf16 ch09-cond-32x32/ngf32 --steps 50
+    python bench/train_throughput.py --list          # the configurations and paths, without timing anything
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from dcgan.config import preset
 from dcgan.models import ModelConfig, build_models, sample_noise
 from dcgan.precision import cpu_supports_bf16, default_device
+from dcgan.stability import ablation_config, variant_config
 from dcgan.train import TrainConfig, adam, gan_step
 
 
@@ -104,23 +112,29 @@ def time_path(step, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t) / steps
 
 
-# name -> (model, batch, the target share of the bf16 matmul peak or None): the paper's 64x64 step, the book's
-# 32x32 runs, and the small nets of chapters 08 and 09 (their configs in dcgan.stability and dcgan.config, book)
+def _book(cfg: TrainConfig, target: float | None = None) -> tuple[ModelConfig, int, float | None]:
+    return cfg.model, cfg.batch_size, target
+
+
+# name -> (model, batch, the target share of the bf16 matmul peak or None): the paper's 64x64 step, then the book's
+# runs as its presets train them (book profile): chapter 02's two, chapter 08's ablation DCGAN, chapter 09's
 CONFIGS = {
     "64x64/ngf64": (ModelConfig(image_size=64, channels=3, nz=100, ngf=64, ndf=64), 128, 0.85),
-    "32x32/ngf32": (ModelConfig(image_size=32, channels=3, nz=100, ngf=32, ndf=32), 128, 0.60),
-    "ch08-32x32/ngf16": (ModelConfig(image_size=32, channels=1, nz=64, ngf=16, ndf=16), 64, None),
-    "ch09-cond-32x32/ngf32": (ModelConfig(image_size=32, channels=1, nz=64, ngf=32, ndf=32, n_classes=10), 64, None),
+    "32x32/ngf32": _book(preset("emoji-32", "book"), 0.60),
+    "ch02-grey-32x32/ngf32": _book(preset("fashion-mnist-32", "book")),
+    "ch08-32x32/ngf16": _book(variant_config("dcgan", ablation_config("book"), 0)),
+    "ch09-cond-32x32/ngf32": _book(preset("mnist-cond", "book")),
 }
 
 
-def run_processes(cfg: ModelConfig, batch: int, steps: int, warmup: int, n: int) -> float:
-    """Summed img/s of ``n`` one-thread processes timing the bf16 step at the same time."""
+def run_processes(cfg: ModelConfig, batch: int, steps: int, warmup: int, n: int, path: str = "bf16") -> float:
+    """Summed img/s of ``n`` one-thread processes timing the ``path`` step (bf16 or fp32) at the same time."""
     with tempfile.TemporaryDirectory() as tmp:
         outs = [os.path.join(tmp, f"{i}.json") for i in range(n)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         procs = [subprocess.Popen([sys.executable, __file__, "--child-bf16", o, "--child-config", json.dumps(cfg.to_dict()),
-                                   "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)],
+                                   "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
+                                   "--child-path", path],
                                   env=env) for o in outs]
         if any(p.wait() for p in procs):
             raise RuntimeError("a benchmark process failed")
@@ -133,6 +147,9 @@ def bench_config(cfg: ModelConfig, batch: int, steps: int, warmup: int, device: 
     flops = step_flops(cfg, batch)
     bf16_ok = not math.isnan(peaks["bf16"])
     paths = ["fp32"] + (["bf16"] if bf16_ok else []) + (["bf16+compile"] if bf16_ok and compile_ else [])
+    skipped = {p: why for p, why in (("bf16", "no bf16 on this device"),
+                                     ("bf16+compile", "no bf16 on this device" if not bf16_ok else "--no-compile"))
+               if p not in paths}
     out: dict = {"image_size": size, "width": width, "channels": cfg.channels, "n_classes": cfg.n_classes,
                  "batch": batch, "flops_per_step": flops, "paths": {}}
     print(f"{size}x{size}x{cfg.channels}, batch {batch}, ngf=ndf={width}, nz {cfg.nz}"
@@ -147,16 +164,23 @@ def bench_config(cfg: ModelConfig, batch: int, steps: int, warmup: int, device: 
         print(f"  {p:<14} {batch / dt:8.1f} img/s  {achieved / 1e12:.3f} TFLOP/s  "
               f"{100 * achieved / peak:5.1f}% of the {'fp32' if p == 'fp32' else 'bf16'} matmul peak  "
               f"{ratio:5.2f}x fp32 eager", flush=True)
-    if processes > 1 and device.type == "cpu" and bf16_ok:
-        ips = run_processes(cfg, batch, steps, warmup, processes)
+    prec = "bf16" if bf16_ok else "fp32"  # what the book's worker processes train in here (precision="auto")
+    name = f"{prec} x{processes} proc"
+    if processes > 1 and device.type == "cpu":
+        ips = run_processes(cfg, batch, steps, warmup, processes, prec)
         achieved = flops * ips / batch
         ratio = ips / out["paths"]["fp32"]["img_per_s"]
-        out["paths"][f"bf16 x{processes} proc"] = {"img_per_s": ips, "tflops": achieved / 1e12,
-                                                   "fraction_of_peak": achieved / peaks["bf16"], "vs_fp32": ratio}
-        print(f"  {f'bf16 x{processes} proc':<14} {ips:8.1f} img/s  {achieved / 1e12:.3f} TFLOP/s  "
-              f"{100 * achieved / peaks['bf16']:5.1f}% of the bf16 matmul peak  {ratio:5.2f}x fp32 eager "
+        out["paths"][name] = {"img_per_s": ips, "tflops": achieved / 1e12,
+                              "fraction_of_peak": achieved / peaks[prec], "vs_fp32": ratio}
+        print(f"  {name:<14} {ips:8.1f} img/s  {achieved / 1e12:.3f} TFLOP/s  "
+              f"{100 * achieved / peaks[prec]:5.1f}% of the {prec} matmul peak  {ratio:5.2f}x fp32 eager "
               f"({processes} one-thread processes, "
-              f"{ips / out['paths']['bf16']['img_per_s']:.2f}x one {torch.get_num_threads()}-thread process)", flush=True)
+              f"{ips / out['paths'][prec]['img_per_s']:.2f}x one {torch.get_num_threads()}-thread process)", flush=True)
+    else:
+        skipped[name] = "a GPU runs one process" if device.type != "cpu" else "--processes 1 (or one thread)"
+    for p, why in skipped.items():
+        print(f"  {p:<14} not timed: {why}")
+    out["skipped"] = skipped
     best = max(out["paths"], key=lambda k: out["paths"][k]["img_per_s"])
     out["fastest"] = best
     out["speedup_vs_fp32"] = out["paths"][best]["img_per_s"] / out["paths"]["fp32"]["img_per_s"]
@@ -168,25 +192,40 @@ def bench_config(cfg: ModelConfig, batch: int, steps: int, warmup: int, device: 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
-                    help="which step to time (default: both, side by side)")
+                    help="which steps to time (default: all, one after another)")
     ap.add_argument("--image-size", type=int, help="time this size instead of --config (with --width)")
     ap.add_argument("--width", type=int, default=64, help="ngf = ndf, with --image-size")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: each configuration's own)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per path")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--compile", action="store_true", help="also time bf16 + torch.compile")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time bf16 + torch.compile (default; --no-compile leaves it out)")
+    ap.add_argument("--list", action="store_true", help="print the configurations and paths, time nothing")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--processes", type=int, default=None,
                     help="CPU: also time this many one-thread processes at once (default: one per thread; 1: no)")
     ap.add_argument("--json", help="also write the figures here")
-    ap.add_argument("--child-bf16", help=argparse.SUPPRESS)  # one process of --processes: time bf16, write img/s here
+    ap.add_argument("--child-bf16", help=argparse.SUPPRESS)  # one process of --processes: time --child-path, write img/s here
     ap.add_argument("--child-config", help=argparse.SUPPRESS)  # its ModelConfig as JSON
+    ap.add_argument("--child-path", default="bf16", choices=["bf16", "fp32"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.list:
+        for name in args.config:
+            cfg, batch, target = CONFIGS[name]
+            print(f"{name:<22} {cfg.image_size}x{cfg.image_size}x{cfg.channels}, nz {cfg.nz}, ngf {cfg.ngf}, "
+                  f"ndf {cfg.ndf}, classes {cfg.n_classes}, batch {batch}"
+                  + (f", target {100 * target:.0f}% of the bf16 peak" if target else ""))
+        procs = args.processes or torch.get_num_threads()
+        print("paths: fp32, bf16, " + ("bf16+compile, " if args.compile else "")
+              + f"bf16 x{procs} proc (CPU; fp32 x{procs} proc without bf16); each: img/s, % of the measured "
+                "matmul peak, x fp32 eager")
+        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child_bf16:
         cfg = ModelConfig(**json.loads(args.child_config))
-        dt = time_path(setup(cfg, args.batch, torch.device("cpu"), "bf16"), args.steps, args.warmup, torch.device("cpu"))
+        dt = time_path(setup(cfg, args.batch, torch.device("cpu"), args.child_path), args.steps, args.warmup,
+                       torch.device("cpu"))
         with open(args.child_bf16, "w") as f:
             json.dump({"img_per_s": args.batch / dt}, f)
         return {}
@@ -207,6 +246,14 @@ def main(argv: list[str] | None = None) -> dict:
                          args.processes or torch.get_num_threads())
         r["target_fraction_of_bf16_peak"] = target
         res["configs"][name] = r
+    print("\nevery configuration and path: img/s, fraction of the measured matmul peak (bf16 paths: the bf16 peak), "
+          "ratio to fp32 eager")
+    for name, r in res["configs"].items():
+        for p, v in r["paths"].items():
+            print(f"  {name:<22} {p:<14} {v['img_per_s']:8.1f} img/s  {100 * v['fraction_of_peak']:5.1f}% of the peak  "
+                  f"{v['vs_fp32']:5.2f}x fp32")
+        for p, why in r["skipped"].items():
+            print(f"  {name:<22} {p:<14} not timed: {why}")
     print("\nsummary (fastest path; fraction of the bf16 matmul peak against the target):")
     for name, r in res["configs"].items():
         frac = r["paths"][r["fastest"]]["fraction_of_peak"]

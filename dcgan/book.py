@@ -32,6 +32,7 @@ from .paths import REPO_ROOT
 from .progress import PROGRESS_ENV
 from .provenance import format_provenance, provenance
 from .results import ResultsRecorder
+from .timing import LOW_CORES, load_report, low_mark, phase_table
 
 PROFILES = ("smoke", "book", "paper")
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -67,7 +68,38 @@ def setup_chapter(chapter: str, profile: str, seed: int = 0) -> ResultsRecorder:
 
         threadpool_limits(1)
     print(format_provenance({"chapter": chapter, **provenance(profile, seed)}))
-    return ResultsRecorder(chapter, profile, seed)
+    recorder = ResultsRecorder(chapter, profile, seed)
+    _write_phases_after_each_cell(recorder.path.with_name(f"{chapter}.timing.json"), chapter, profile)
+    return recorder
+
+
+def _write_phases_after_each_cell(path: Path, chapter: str, profile: str) -> None:
+    """In a notebook kernel, write this process's phase times (:mod:`dcgan.timing`) to ``path`` after every cell:
+    the runner reads them once the kernel is gone, and a chapter that fails half-way still leaves its phases."""
+    from . import timing
+
+    try:
+        from IPython import get_ipython
+    except ImportError:  # a plain script: nothing to hook into
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    timing.reset()  # a re-run set-up in the same kernel starts over, like the chapter's results
+    if getattr(ip, "_dcgan_timing_hook", None) is None:  # the first set-up of this kernel: what came before it
+        try:
+            timing.REGISTRY.add("kernel start and imports", *timing.process_so_far())
+        except ImportError:  # no psutil (it comes with ipykernel): that time stays "outside any phase"
+            pass
+    old = getattr(ip, "_dcgan_timing_hook", None)
+    if old is not None:  # one writer per kernel, to the last set-up's path
+        ip.events.unregister("post_run_cell", old)
+
+    def write(_result=None) -> None:
+        timing.write_report(path, chapter=chapter, profile=profile)
+
+    ip.events.register("post_run_cell", write)
+    ip._dcgan_timing_hook = write
 
 
 def show_figure(fig, caption: str) -> None:
@@ -155,6 +187,7 @@ class ChapterRun:
     output: Path
     seconds: float  # wall
     cpu_seconds: float = 0.0  # the kernel's CPU time and its workers' (and papermill's): cores used = cpu / wall
+    phases: list[dict] | None = None  # the kernel's phase times (dcgan.timing), None when it wrote none
 
     @property
     def cores(self) -> float:
@@ -170,12 +203,25 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def timing_table(runs: list[ChapterRun], total: float | None = None) -> str:
-    """The per-chapter wall, CPU and cores table that ``make book`` prints at its end and keeps in the log."""
+def timing_table(runs: list[ChapterRun], total: float | None = None, threshold: float = LOW_CORES) -> str:
+    """The per-chapter wall, CPU and cores table that ``make book`` prints at its end and keeps in the log, then
+    the phase breakdown (:func:`dcgan.timing.phase_table`) of every chapter whose kernel recorded phases.
+    ``<`` marks a chapter or phase that kept fewer than ``threshold`` cores busy on average."""
+
+    def row(label: str, wall: float, cpu: float) -> str:
+        return f"  {label:<28} {wall:8.1f} {cpu:8.1f} {cpu / wall if wall > 0 else 0.0:6.2f} " \
+               f"{low_mark(wall, cpu, threshold)}".rstrip()
+
     lines = [f"  {'chapter':<28} {'wall s':>8} {'CPU s':>8} {'cores':>6}"]
-    lines += [f"  {r.chapter:<28} {r.seconds:8.1f} {r.cpu_seconds:8.1f} {r.cores:6.2f}" for r in runs]
+    lines += [row(r.chapter, r.seconds, r.cpu_seconds) for r in runs]
     wall, cpu = sum(r.seconds for r in runs), sum(r.cpu_seconds for r in runs)
-    lines.append(f"  {'all chapters':<28} {total or wall:8.1f} {cpu:8.1f} {cpu / (total or wall or 1):6.2f}")
+    lines.append(row("all chapters", total or wall, cpu))
+    for r in runs:
+        if r.phases:
+            lines += ["", f"  {r.chapter}: where its {r.seconds:.1f} s went",
+                      phase_table(r.phases, r.seconds, r.cpu_seconds, threshold=threshold)]
+    lines += ["", f"  <: fewer than {threshold:g} cores busy on average; (N proc): time in N worker processes, "
+                  "their wall shared out of the phase that waited for them"]
     return "\n".join(lines)
 
 
@@ -193,8 +239,9 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / nb.name
-    stale = out_dir / f"{nb.stem}.results.json"
-    stale.unlink(missing_ok=True)  # a failed re-run must not leave the old numbers behind
+    timings = out_dir / f"{nb.stem}.timing.json"
+    for stale in (out_dir / f"{nb.stem}.results.json", timings):
+        stale.unlink(missing_ok=True)  # a failed re-run must not leave the old numbers (or times) behind
     t0, c0 = time.perf_counter(), _cpu_seconds()
     params = chapter_params(nb.stem, profile, params_dir, tiny)
     if seed is not None:
@@ -208,7 +255,9 @@ def execute_chapter(nb: Path, out_dir: Path, profile: str, params_dir: Path = PA
     if stderr and not stderr_ok:
         raise ChapterStderr(f"{nb.stem} shows the reader {len(stderr)} stderr output(s) (warnings, progress bars); "
                             "fix their cause: " + "; ".join(f"cell {i} ({cid}): {line}" for i, cid, line in stderr))
-    return ChapterRun(nb.stem, out, time.perf_counter() - t0, _cpu_seconds() - c0)
+    report = load_report(timings)  # written by the kernel after each cell (setup_chapter)
+    return ChapterRun(nb.stem, out, time.perf_counter() - t0, _cpu_seconds() - c0,
+                      report["phases"] if report else None)
 
 
 class ChapterStderr(RuntimeError):

@@ -62,6 +62,7 @@ from .supervised import (
     train_supervised,
 )
 from .svm import LinearL2SVM, l2svm_objective
+from .timing import phased
 
 __all__ = [
     # this module: the representations
@@ -101,6 +102,7 @@ def feature_dim(cfg: ModelConfig, grid: int = 4) -> int:
 
 
 @torch.no_grad()
+@phased("feature extraction")
 def extract_features(
     D: Discriminator,
     images: torch.Tensor,
@@ -149,6 +151,7 @@ def extract_features(
 
 
 @torch.no_grad()
+@phased("BatchNorm re-estimation")
 def recalibrate_batchnorm(D: Discriminator, images: torch.Tensor, *, batch_size: int = 128) -> Discriminator:
     """A copy of ``D`` whose BatchNorm statistics are re-estimated on real ``images`` (no labels needed).
 

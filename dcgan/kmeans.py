@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .timing import phased
+
 __all__ = ["KMeansFeatures"]
 
 
@@ -55,6 +57,7 @@ class KMeansFeatures:
         var = p.var(-1, keepdim=True)
         return (p - mu) / torch.sqrt(var + 10.0)  # Coates & Ng's normalisation (pixels in [0, 255])
 
+    @phased("K-means fit")
     def fit(self, images: torch.Tensor) -> "KMeansFeatures":
         """Learn the whitening and the centroids from random patches of uint8 ``images``."""
         from sklearn.cluster import KMeans
@@ -85,6 +88,7 @@ class KMeansFeatures:
         return self
 
     @torch.no_grad()
+    @phased("feature extraction")
     def transform(self, images: torch.Tensor, dtype: np.dtype = np.float32) -> np.ndarray:
         """Encode uint8 ``images`` -> (N, 4 * n_centroids) quadrant-pooled triangle activations."""
         if self.centroids_ is None:

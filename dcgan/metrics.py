@@ -43,6 +43,7 @@ from .checkpoints import atomic_save  # atomic + fsync; one implementation for e
 from .config import tiny
 from .paths import runs_root
 from .precision import autocast, default_device
+from .timing import phase, phased
 
 __all__ = [
     "DomainClassifier",
@@ -301,7 +302,10 @@ def _cached_classifier(spec: ClassifierSpec, root: str, progress: bool) -> Domai
         model = DomainClassifier(blob["channels"], spec.image_size, len(info["classes"]), spec.width, spec.feature_dim)
         model.load_state_dict(blob["state_dict"])
     else:
-        model, info = _train_classifier(spec, progress)
+        # the phase is opened here, not by a decorator on _train_classifier: its source is part of the
+        # classifier's cache key (classifier_definition_hash)
+        with phase("domain classifier training"):
+            model, info = _train_classifier(spec, progress)
         model = model.cpu()
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save({"state_dict": model.state_dict(), "channels": model.channels, "info": json.dumps(info)}, path)
@@ -435,6 +439,7 @@ def _feature_extractor(dataset: str, image_size: int, profile: str, features: st
     return FeatureExtractor(clf, clf.num_features, "domain", f"{dataset}@{image_size} classifier")
 
 
+@phased("feature extraction")
 def extract_features(fx: nn.Module, images, batch_size: int = 500) -> torch.Tensor:
     """Features (N, d) of a float image tensor in [-1, 1] or of an ``ImageTensorDataset``."""
     n = len(images)
@@ -466,6 +471,7 @@ def _check_pair(real: torch.Tensor, fake: torch.Tensor) -> None:
         raise ValueError("FID/KID need at least 2 samples on each side")
 
 
+@phased("sample-quality statistics")  # FID, KID, precision/recall on features
 def fid(real: torch.Tensor, fake: torch.Tensor, extractor: nn.Module | None = None) -> float:
     """Fréchet distance between two feature sets (or image sets, with ``extractor``), torchmetrics' FID."""
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -483,6 +489,7 @@ def fid(real: torch.Tensor, fake: torch.Tensor, extractor: nn.Module | None = No
     return max(float(m.compute()), 0.0)  # tiny negative values are round-off of sqrtm
 
 
+@phased("sample-quality statistics")
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, subset_size: int = 1000,
         seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (mean, std over subsets) of two feature sets, torchmetrics' KID.
@@ -516,6 +523,7 @@ def _kth_radius(x: torch.Tensor, k: int) -> torch.Tensor:
     return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
 
 
+@phased("sample-quality statistics")
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls in feature space.
 
@@ -556,6 +564,7 @@ def class_histogram(logits: torch.Tensor, n_classes: int | None = None) -> torch
 # ------------------------------------------------------------------ sampling
 
 @torch.no_grad()
+@phased("sample generation")
 def sample_images(G: nn.Module, n: int, seed: int = 0, batch_size: int = 500,
                   labels: torch.Tensor | None = None, bn: str = "running") -> torch.Tensor:
     """n images from generator ``G`` (fixed seed), in [-1, 1] on the CPU.
@@ -743,6 +752,7 @@ def nearest_neighbour_error(train_x: torch.Tensor, train_y: torch.Tensor, test_x
     return float(nearest_neighbour_wrong(train_x, train_y, test_x, test_y).double().mean())
 
 
+@phased("1-NN classifier")
 def nn_error_curve(G, real_train, real_test, sizes: list[int], seed: int = 0) -> list[dict]:
     """1-NN test error against the number of training images, for real images and for G's labelled samples.
 

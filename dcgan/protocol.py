@@ -19,6 +19,7 @@ import torch
 
 from .progress import bar as progress_bar
 from .svm import LinearL2SVM, _decisions, _predict_from
+from .timing import phased
 
 __all__ = ["semi_supervised_split", "SVMResult", "fit_svm", "AUTHORS_CS", "DrawsResult", "authors_svhn_protocol"]
 
@@ -124,6 +125,7 @@ def _fit_liblinear(C: float, X, y, *, tol: float, max_iter: int, seed: int):
     return m
 
 
+@phased("SVM fitting")
 def fit_svm(
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -213,6 +215,7 @@ class DrawsResult:
         return float(self.test_errors.mean()), float(1.96 * self.test_errors.std())
 
 
+@phased("SVM fitting")  # its label draws' features are extracted inside: a nested phase
 def authors_svhn_protocol(
     featurize: Callable[[np.ndarray], np.ndarray],
     y_pool: np.ndarray,

@@ -22,6 +22,7 @@ from . import metrics as M
 from .checkpoints import Run
 from .config import TrainConfig, tiny
 from .models import ModelConfig, sample_noise
+from .timing import phased
 from .train import train_many
 
 __all__ = [
@@ -222,6 +223,7 @@ def filter_collapse(G, n: int = 256, seed: int = 0, rel: float = 0.01) -> list[f
     return [s["collapsed"] for s in filter_states(G, n, seed, rel)]
 
 
+@phased("ablation measures")  # FID curve, final metrics, class counts, filter probes of one run
 def evaluate_run(run: Run, acfg: AblationConfig, profile: str, fx: M.FeatureExtractor | None = None) -> dict:
     """One row per run: final metrics, the FID curve, divergence, oscillation, mode collapse, filter collapse."""
     cfg = run.config

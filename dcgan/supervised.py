@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from .data import float_batches as _as_float_batches
 from .models import Discriminator, ModelConfig
 from .precision import autocast, device_of, resolve_precision
+from .timing import phased
 
 __all__ = ["SupervisedCNN", "SupervisedResult", "SearchResult", "train_supervised", "sample_hparams",
            "supervised_search", "classifier_predictions", "classifier_error"]
@@ -90,6 +91,7 @@ def _stop_subset(n_val: int, size: int | None) -> torch.Tensor:
     return torch.from_numpy(np.sort(np.random.default_rng(0).choice(n_val, size, replace=False)))
 
 
+@phased("supervised CNN training")
 def train_supervised(
     cfg: ModelConfig,
     x_train: torch.Tensor,

@@ -19,6 +19,9 @@ BCE on D's logits, G's non-saturating loss). Around it:
 
 The loop's phases are named functions over a :class:`_Loop` state: set-up, build, resume, wrap,
 an epoch, one step, the divergence check, an epoch's end (snapshots), a checkpoint, the finish.
+Their time is recorded by :mod:`dcgan.timing` as phases of "training": "set-up", "steps" (the step and its
+divergence check) and "snapshots and checkpoints" (an epoch's end, a checkpoint, the finish); a worker
+process's phases reach the parent's (:mod:`dcgan.workers`).
 The public names of :mod:`dcgan.step`, :mod:`dcgan.divergence`, :mod:`dcgan.config`,
 :mod:`dcgan.checkpoints` and ``cpu_supports_bf16`` are re-exported, so
 ``from dcgan.train import TrainConfig, preset, load_run, gan_step, adam`` keeps working.
@@ -53,6 +56,7 @@ from .precision import cpu_supports_bf16, default_device
 from .precision import resolve_precision as _resolve_precision
 from .progress import bar as progress_bar
 from .step import adam, gan_step
+from .timing import phase, phased
 from .workers import train_in_workers
 
 __all__ = [
@@ -116,6 +120,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@phased("training")  # the whole call (a cached run: loading it); nested: set-up, steps, snapshots
 def train(
     cfg: TrainConfig,
     runs_root: str | Path | None = None,
@@ -168,6 +173,7 @@ def train(
     return load_run(final)
 
 
+@phased("training")
 def train_many(cfgs: list[TrainConfig], runs_root: str | Path | None = None, progress: bool = True,
                workers: int | None = None) -> list[Run]:
     """Train several configs (or load them from the cache), ``workers`` at a time; the runs in ``cfgs``' order.
@@ -348,10 +354,11 @@ def _wrap(lp: _Loop) -> None:
 
 def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, device, stop_after) -> bool:
     """Train in ``out`` (the run's partial folder) to the end; False when the tests' ``stop_after`` ended it."""
-    lp = _build(cfg, out, dist, *_set_up(cfg, dist, device), init_g, init_d)
-    _resume(lp)
-    _prepare_folder(lp)
-    _wrap(lp)
+    with phase("set-up"):  # data, nets, a resumed checkpoint
+        lp = _build(cfg, out, dist, *_set_up(cfg, dist, device), init_g, init_d)
+        _resume(lp)
+        _prepare_folder(lp)
+        _wrap(lp)
     bar = progress_bar(total=lp.total * cfg.batch_size, initial=lp.step * cfg.batch_size, unit="img", unit_scale=True,
                disable=not (progress and dist.main), desc=out.name[:40], smoothing=0.1)
     t0, step0 = time.perf_counter(), lp.step
@@ -363,7 +370,8 @@ def _train_in(cfg, out: Path, progress: bool, dist: _Dist, init_g, init_d, devic
                 return False  # simulated kill: nothing more is written
     finally:
         bar.close()
-    _finish(lp, time.perf_counter() - t0, step0)
+    with phase("snapshots and checkpoints"):
+        _finish(lp, time.perf_counter() - t0, step0)
     return True
 
 
@@ -375,17 +383,21 @@ def _run_epoch(lp: _Loop, bar, stop_after: int | None, step0: int) -> bool:
     for b in range(lp.step % spe, spe):
         if lp.step >= lp.total:
             break
-        stats = _train_step(lp, batches[b])  # (1) D on a real and a fake batch, (2) G: dcgan.step.gan_step
-        if not _healthy(lp, stats):  # (3) divergence checks: raise, or end the run marked diverged
+        with phase("steps"):
+            stats = _train_step(lp, batches[b])  # (1) D on a real and a fake batch, (2) G: dcgan.step.gan_step
+            healthy = _healthy(lp, stats)  # (3) divergence checks: raise, or end the run marked diverged
+        if not healthy:
             break
         lp.step += 1
         lp.metrics.append({"step": lp.step, "epoch": epoch + (b + 1) / spe, **stats})
         bar.update(lp.cfg.batch_size)
         if lp.step % spe == 0:  # (4) an epoch's end: snapshots and a checkpoint
-            _end_of_epoch(lp, lp.step // spe)
-            _save_checkpoint(lp)
+            with phase("snapshots and checkpoints"):
+                _end_of_epoch(lp, lp.step // spe)
+                _save_checkpoint(lp)
         elif lp.cfg.ckpt_every and lp.step % lp.cfg.ckpt_every == 0:
-            _save_checkpoint(lp)
+            with phase("snapshots and checkpoints"):
+                _save_checkpoint(lp)
         if stop_after is not None and lp.step - step0 >= stop_after and lp.step < lp.total:
             return False
     return True

@@ -216,7 +216,8 @@ def test_execute_chapter_injects_profile_and_records(tmp_path, monkeypatch):
     nbs.mkdir(), params.mkdir()
     _nb(nbs / "01_t.ipynb", 'profile = "book"\nseed = 0\nn = 5',
         "import sys, os\nfrom dcgan.book import setup_chapter\nres = setup_chapter('01_t', profile, seed)\n"
-        "res.record('n_squared', n * n, dataset='none')\nprint(sys.prefix, os.environ['DCGAN_RESULTS_DIR'])")
+        "res.record('n_squared', n * n, dataset='none')\nfrom dcgan.timing import phase\n"
+        "with phase('work'):\n    sum(range(1000))\nprint(sys.prefix, os.environ['DCGAN_RESULTS_DIR'])")
     (params / "01_t.yaml").write_text("smoke: {n: 3}\nbook: {n: 4}\n")
     monkeypatch.setenv("DCGAN_RESULTS_DIR", "/nonexistent")
     runs = book.execute_chapters("smoke", out, notebooks_dir=nbs, params_dir=params, seed=7)
@@ -225,6 +226,9 @@ def test_execute_chapter_injects_profile_and_records(tmp_path, monkeypatch):
     assert 0.3 < runs[0].cpu_seconds and runs[0].cores == runs[0].cpu_seconds / runs[0].seconds
     table = book.timing_table(runs)
     assert "01_t" in table and f"{runs[0].cpu_seconds:8.1f}" in table and "cores" in table.splitlines()[0]
+    # the kernel's phases (dcgan.timing), written after each cell, reach the run and its table
+    assert [r["path"] for r in runs[0].phases] == ["kernel start and imports", "work"]
+    assert (out / "01_t.timing.json").exists() and "01_t: where its" in table and "work" in table
     assert json.loads((out / "01_t.results.json").read_text())[0]["seed"] == 7  # the seed parameter replaced
     rec = json.loads((out / "01_t.results.json").read_text())
     assert rec[0]["value"] == 9 and rec[0]["profile"] == "smoke"
