@@ -3,6 +3,7 @@
 import json
 import re
 
+import numpy as np
 import pytest
 
 from dcgan import report
@@ -370,7 +371,8 @@ def test_stability_verdicts(tmp_path):
     row = _row(results, "§3 (3)", "output")
     assert "stability_bn-everywhere_fid = 20" in row["numbers"] and row["behind"] == "fashion-mnist (book)"
     assert row["ours"].startswith("BatchNorm everywhere: FID 10.0 higher than DCGAN's placement [")  # the spread's
-    assert row["ours"].endswith("; unstable runs 0/3 against 0/3")
+    assert "; unstable runs 0/3 against 0/3; judged on 97.5% intervals (Bonferroni, two measures): FID difference [" \
+        in row["ours"]
 
 
 def test_stability_recorded_interval_wins_over_the_spread(tmp_path):
@@ -382,6 +384,33 @@ def test_stability_recorded_interval_wins_over_the_spread(tmp_path):
     assert _verdict(tmp_path, "§4", "beta1") == NO_INTERVAL  # one seed: no spread, no interval
     _ci(res, "stability_beta1-0.9_minus_dcgan_fid", 2.0, 0.5, 3.5, dataset="fashion-mnist")
     assert _verdict(tmp_path, "§4", "beta1") == REPRODUCED
+
+
+@pytest.mark.parametrize("fid, unstable, want", [
+    (11.0, 0, WITHIN_NOISE),  # FID 1.0 worse: its 95 % interval excludes 0, its 97.5 % one does not
+    (10.0, 4, WITHIN_NOISE),  # 4/10 unstable vs 0/10: the same, for the Newcombe interval
+    (11.0, 4, WITHIN_NOISE),  # both borderline: two looks at 95 % each would have reproduced it
+    (12.0, 0, REPRODUCED),  # FID 2.0 worse: beyond noise after the correction too
+    (10.0, 6, REPRODUCED),  # 6/10 unstable vs 0/10: the same
+    (8.0, 6, PARTLY),  # better FID beyond noise, more unstable runs beyond noise
+])
+def test_variant_worse_corrects_for_its_two_looks(tmp_path, fid, unstable, want):
+    """Issue 22: the ablation rule looks at two measures (FID, unstable runs), so each is judged on its
+    97.5 % interval (Bonferroni): a claim reproduced by either measure has a 5 % family-wise error."""
+    from dcgan.intervals import newcombe_diff_ci
+
+    res = _rec(tmp_path, "08_stability")
+    _gate(res, "stability_dcgan", True, dataset="fashion-mnist")
+    _variant(res, "dcgan", 10.0, 1.0, 0, n=10)
+    _variant(res, "beta1-0.9", fid, 1.0, unstable, n=10)
+    half = 2.10092204024096 * np.sqrt(2 / 10)  # Student t(0.975, 18 df): the chapter's Welch 95 % interval
+    _ci(res, "stability_beta1-0.9_minus_dcgan_fid", fid - 10.0, fid - 10.0 - half, fid - 10.0 + half,
+        dataset="fashion-mnist")
+    if (fid, unstable) in ((11.0, 0), (10.0, 4)):  # the planted cases are borderline: beyond noise at 95 % alone
+        assert fid - 10.0 - half > 0 or newcombe_diff_ci(unstable, 10, 0, 10)[1] > 0
+    row = _row(load_results(tmp_path), "§4", "beta1")
+    assert row["verdict"] == want
+    assert "97.5% intervals (Bonferroni, two measures)" in row["ours"]
 
 
 def test_stability_inconclusive_when_the_reference_is_below_the_gate(tmp_path):
