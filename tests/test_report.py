@@ -311,6 +311,28 @@ def test_supervised_control_and_direction(tmp_path):
     assert _verdict(tmp_path, "§6.3.2 Fig. 8", "(Fashion-MNIST") == REPRODUCED
 
 
+@pytest.mark.parametrize("chapter, section, name, dataset", [
+    ("04_cifar10_features", "§5.1", "transfer_dcgan_minus_random_d", "fashion-mnist-32->mnist-10k"),
+    ("05_svhn_features", "§5.2", "semi_random_d_minus_dcgan_error", "fashion-mnist (1000 labels)"),
+])
+@pytest.mark.parametrize("value, lo, hi, want", [
+    (4.0, 1.0, 7.0, REPRODUCED),  # trained D's features better beyond noise
+    (-4.0, -7.0, -1.0, NOT_REPRODUCED),  # the random-filter D's better beyond noise
+    (1.0, -2.0, 4.0, WITHIN_NOISE),  # the interval holds 0
+])
+def test_trained_d_against_random_d(tmp_path, chapter, section, name, dataset, value, lo, hi, want):
+    """Issue 22: §5's control (trained D minus a random-filter D of the same architecture), recorded by
+    chapters 04 and 05, is a claim with a rule: on the results page and in the chapters' verdicts."""
+    res = _rec(tmp_path, chapter)
+    _ci(res, name, value, lo, hi, dataset=dataset)
+    assert _verdict(tmp_path, section, "random-filter") == NO_GATE  # it relies on chapter 02's trained D
+    _gate(res, "fashion-mnist-32", True, dataset="fashion-mnist")
+    assert _verdict(tmp_path, section, "random-filter") == want
+    row = _row(load_results(tmp_path), section, "random-filter")
+    assert "andom-filter D" in row["ours"] and "rained D" in row["ours"] and f" {abs(value):.1f} " in row["ours"]
+    assert "random-filter" in report.chapter_verdicts(load_results(tmp_path))
+
+
 # ---------------------------------------------------------------- measurements against a line
 
 def test_false_positive_rate_needs_its_whole_interval_under_one_percent(tmp_path):
