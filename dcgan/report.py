@@ -49,7 +49,7 @@ from .results import Result, load_results
 
 __all__ = ["Claim", "CLAIMS", "CHECKS", "VERDICTS", "CHECK_VERDICTS", "REPRODUCED", "PARTLY", "NOT_REPRODUCED",
            "WITHIN_NOISE", "NO_INTERVAL", "BELOW_GATE", "NO_GATE", "INCONCLUSIVE", "PAPER_DATA_NEEDED", "NOT_RUN",
-           "interval_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
+           "interval_verdict", "no_excess_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
            "results_table", "chapter_verdicts", "control_line", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data",
            "RULES", "make_rule", "load_claims", "chapter_ref", "paper_claims", "write_paper_page"]
 
@@ -234,6 +234,32 @@ def _threshold(pattern: str, at: float, direction: int = 1) -> Callable[[Found],
         return combine(out)
 
     rule.measures = [Measure(pattern, direction, at, LINE)]
+    return rule
+
+
+def no_excess_verdict(lo: float | None, hi: float | None, margin: float) -> str:
+    """The verdict on a claim that a quantity is *not above* a reference (an excess ``<a>_minus_<ref>``), from
+    the 95 % interval [lo, hi] of the excess: *not reproduced* when it lies above 0 (an excess beyond noise);
+    *reproduced* when it does not and its upper bound is under ``margin`` (an excess of ``margin`` or more is
+    ruled out); *inconclusive (within noise)* otherwise; *inconclusive (no interval)* without one."""
+    if lo is None or hi is None:
+        return NO_INTERVAL
+    if lo > hi:
+        raise ValueError(f"interval bounds out of order: [{lo}, {hi}]")
+    return NOT_REPRODUCED if lo > 0 else REPRODUCED if hi < margin else WITHIN_NOISE
+
+
+def _no_excess(pattern: str, margin: float) -> Callable[[Found], str]:
+    """:func:`no_excess_verdict` on every result matching ``pattern`` (e.g. §4.1's share of near-copies among
+    samples minus among held-out test images, :mod:`dcgan.memorisation`), combined over them."""
+
+    def rule(f: Found) -> str:
+        rs = _primary(f, pattern)
+        if not rs:
+            return NO_INTERVAL
+        return combine(no_excess_verdict(*(f.interval(r.name) or (None, None)), margin) for r in rs)
+
+    rule.measures = [Measure(pattern, -1, margin, LINE)]
     return rule
 
 
@@ -426,6 +452,7 @@ def _flag(name: str) -> Callable[[Found], str]:
 RULES: dict[str, Callable[..., Callable[[Found], str]]] = {
     "diff": _diff,
     "threshold": _threshold,
+    "no_excess": _no_excess,
     "paper_number": _paper_number,
     "variant_worse": _variant_worse,
     "nn_matches": lambda: _nn_matches,
