@@ -857,7 +857,10 @@ The checks, in order:
    it excludes zero in the paper's direction, **not reproduced** when it excludes zero in the other,
    **inconclusive (within noise)** when it contains zero, **inconclusive (no interval)** when the
    chapter recorded none; a measurement against a fixed line (a cut rate, a false-positive rate)
-   must clear it with its whole interval when one is recorded. **partly**: reproduced for one
+   must clear it with its whole interval when one is recorded. A claim that samples are *not* memorised
+   (§4.1) is judged on the excess of near-copies of training images among samples over held-out test
+   images: **not reproduced** when its interval lies above zero, **reproduced** when it does not and
+   rules out an excess of 3 points, **inconclusive (within noise)** otherwise. **partly**: reproduced for one
    model, data set or measure and not for another. The ablations of §3 and §4 (chapter 08) look at two
    measures, FID and the share of unstable runs, so each is judged on its 97.5% interval (Bonferroni):
    the claim's chance of a false verdict stays at 5%.
