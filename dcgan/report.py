@@ -309,7 +309,8 @@ def _fid_interval_corrected(f: Found, v: str) -> tuple[float, float] | None:
     In order: the Welch interval from the two sides' recorded means, spreads and seed counts (what chapter
     08's 95 % interval is computed from, at the corrected level); the recorded 95 % interval widened by the
     ratio of the normal quantiles (2.24 / 1.96) when the summaries cannot rebuild it; the seeds' spreads
-    (:func:`_spread_fallback`) at 2.24 instead of 2 spreads. None: no interval.
+    (:func:`_spread_fallback`) widened by the same ratio (2 x 2.24 / 1.96 = 2.29 spreads instead of 2).
+    None: no interval.
     """
     from .intervals import welch_summary_ci, z_of
 

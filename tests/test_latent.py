@@ -247,3 +247,18 @@ def test_emoji_judge_sees_what_the_selectors_do_not():
     flat = x * 0.7
     assert np.allclose(feats["judge"]["kind"](checked), feats["judge"]["kind"](flat), atol=1e-6)
     assert not np.allclose(feats["selector"]["kind"](checked), feats["selector"]["kind"](flat), atol=1e-3)
+
+
+def test_chapter_06_fits_its_emoji_tests_on_the_separated_features():
+    """The separation above holds for the book only if chapter 06 fits its emoji selectors and judges on
+    dcgan.latent.emoji_featurizers (and on nothing else)."""
+    import json
+
+    from dcgan.paths import REPO_ROOT
+
+    cells = json.loads((REPO_ROOT / "notebooks" / "06_latent_space.ipynb").read_text())["cells"]
+    src = next("".join(c["source"]) for c in cells if "emoji_judges = " in "".join(c["source"]))
+    assert "L.emoji_featurizers(" in src
+    tests, judges = src.split("emoji_tests = ", 1)[1].split("\n", 1)[0], src.split("emoji_judges = ", 1)[1][:200]
+    assert 'EMOJI_FEATURES["selector"]' in tests and "pooled_pixels" not in tests
+    assert 'EMOJI_FEATURES["judge"]' in judges
