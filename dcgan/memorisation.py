@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["NearCopies", "near_copies", "QUANTILE", "MARGIN"]
+__all__ = ["NearCopies", "near_copies", "rule_text", "QUANTILE", "MARGIN"]
 
 QUANTILE = 0.01  # near-copy: closer than this quantile of the train-to-train nearest-neighbour distances
 MARGIN = 3.0  # points: the excess share of near-copies the claim tolerates (its rule's margin)
@@ -92,6 +92,15 @@ class NearCopies:
                        note="share of near-copies among samples minus among held-out test images; Newcombe interval")
         res.record(f"{name}_nn_copy_threshold", round(self.threshold, 4), dataset=dataset, unit="L2 (pixels in [-1,1])",
                    claim="§4.1", note=f"the {100 * self.quantile:g} % quantile of train-to-train NN distances")
+
+
+def rule_text(margin: float = MARGIN) -> str:
+    """The claim's rule in words, for the chapter's prose (the rule itself is :func:`dcgan.report.no_excess_verdict`)."""
+    # no quotes or apostrophes: the chapter glues it as text, whose repr would escape them
+    return (f"the claim that samples are not memorised is not reproduced when the share of near-copies among the samples "
+            f"exceeds the share among test images beyond noise (the 95% Newcombe interval of the difference lies above 0), "
+            f"reproduced when it does not and the interval rules out an excess of {margin:g} points, and "
+            f"inconclusive (within noise) otherwise")
 
 
 def near_copies(d_sample, d_train, d_test, quantile: float = QUANTILE) -> NearCopies:

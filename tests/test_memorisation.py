@@ -89,3 +89,13 @@ def test_claim_judges_the_lower_tail(tmp_path, copy_share, want):
     row = next(r for r in report.claim_rows(load_results(tmp_path)) if r["id"] == "not-memorised-fashion")
     assert row["verdict"] == want
     assert "near-copies" in row["ours"] and "held-out" in row["ours"]
+
+
+def test_rule_text_says_the_rule_the_report_applies():
+    from dcgan.report import no_excess_verdict
+
+    text = M.rule_text(2.5)
+    assert "excess of 2.5 points" in text and "above 0" in text
+    assert no_excess_verdict(-1.0, 2.4, 2.5) == REPRODUCED and no_excess_verdict(-1.0, 2.6, 2.5) == WITHIN_NOISE
+    assert no_excess_verdict(0.1, 2.0, 2.5) == NOT_REPRODUCED
+    assert not set("'\"") & set(text)  # glued as text into chapter 02: its repr must need no escapes
