@@ -444,6 +444,19 @@ def test_variant_worse_corrects_for_its_two_looks(tmp_path, fid, unstable, want)
     assert "97.5% intervals (Bonferroni, two measures)" in row["ours"]
 
 
+def test_variant_worse_trusts_the_recorded_interval_when_the_summaries_disagree(tmp_path):
+    """Counts of 10 runs but an interval as wide as from 3 finite FIDs: the seeds behind the summaries are not
+    the counts' (a run without a finite FID), so the recorded 95 % interval is widened to 97.5 % instead."""
+    res = _rec(tmp_path, "08_stability")
+    _gate(res, "stability_dcgan", True, dataset="fashion-mnist")
+    _variant(res, "dcgan", 10.0, 1.0, 0, n=10)
+    _variant(res, "beta1-0.9", 12.0, 1.0, 0, n=10)  # rebuilt from n=10 at 97.5 %: [0.9, 3.1], reproduced
+    _ci(res, "stability_beta1-0.9_minus_dcgan_fid", 2.0, 0.1, 3.9, dataset="fashion-mnist")
+    row = _row(load_results(tmp_path), "§4", "beta1")
+    assert row["verdict"] == WITHIN_NOISE  # 2.0 -+ 1.9 x 2.24 / 1.96 holds 0
+    assert "FID difference [-0.17, 4.2]" in row["ours"]
+
+
 def test_stability_inconclusive_when_the_reference_is_below_the_gate(tmp_path):
     res = _rec(tmp_path, "08_stability")
     _variant(res, "dcgan", 400.0, 1.0, 3, kind="mode_collapse")
