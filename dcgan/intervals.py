@@ -7,7 +7,9 @@
   paired (the same trials, walks or test items under both conditions) or not;
   :func:`bootstrap_mean_ci`: a mean over independent units (e.g. planted groups);
   :func:`bootstrap_stat_ci`: any statistic of per-unit measurements (a ratio of means, say);
-* :func:`t_mean_ci`: a mean over a few training seeds (Student t).
+* :func:`t_mean_ci`: a mean over a few training seeds (Student t);
+  :func:`welch_summary_ci`: the Welch interval of a difference of two such means from their summaries
+  (mean, standard deviation, seeds), at any level (a rule that corrects for several looks needs 97.5 %).
 * :func:`draws_ci`: a mean over repeated draws of a whole experiment (e.g. §5.2's label draws),
   mean +- 1.96 standard deviations over the draws, as the paper's authors report it.
 
@@ -24,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci",
-           "t_mean_ci", "welch_diff_ci", "spread_interval", "draws_ci", "record_with_ci"]
+           "t_mean_ci", "welch_diff_ci", "welch_summary_ci", "z_of", "spread_interval", "draws_ci", "record_with_ci"]
 
 Z95 = 1.959963984540054
 
@@ -120,6 +122,34 @@ def t_mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, floa
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
+def z_of(level: float) -> float:
+    """The two-sided normal quantile of ``level`` (0.95 -> 1.96, 0.975 -> 2.24)."""
+    from scipy.stats import norm
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return float(norm.ppf(0.5 + level / 2))
+
+
+def welch_summary_ci(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """``mean_a - mean_b`` and its Welch interval at ``level`` from the two sides' summaries (mean, sample
+    standard deviation with ddof 1, number of seeds): :func:`welch_diff_ci` for results recorded without
+    their seeds. NaN bounds when a side has fewer than two seeds or both spreads are zero."""
+    from scipy.stats import t
+
+    d = float(mean_a - mean_b)
+    if n_a < 2 or n_b < 2:
+        return d, math.nan, math.nan
+    va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
+    se2 = va + vb
+    if not se2 > 0:
+        return d, math.nan, math.nan
+    df = se2 ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
+    half = float(t.ppf(0.5 + level / 2, df)) * math.sqrt(se2)
+    return d, d - half, d + half
+
+
 def welch_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """``mean(a) - mean(b)`` and its Welch interval (unequal variances): two conditions trained with a handful
     of seeds each. With two or three seeds the interval is wide, as it should be; an interval that excludes
@@ -149,17 +179,18 @@ def _var(v: np.ndarray) -> float:
     return 0.0 if np.ptp(v) <= 1e-12 * max(1.0, float(np.abs(v).max())) else float(v.var(ddof=1))
 
 
-def spread_interval(diff: float, sd_a: float, sd_b: float) -> tuple[float, float] | None:
-    """``diff -+ 2 x hypot(sd_a, sd_b)``: the fallback of :func:`welch_diff_ci` when a side has one seed.
+def spread_interval(diff: float, sd_a: float, sd_b: float, k: float = 2.0) -> tuple[float, float] | None:
+    """``diff -+ k x hypot(sd_a, sd_b)``: the fallback of :func:`welch_diff_ci` when a side has one seed.
 
     Two conditions' seed spreads (standard deviations, not standard errors), so conservative: the
-    spread of a difference of two single runs, twice. None when neither spread is known (> 0): then
-    there is no interval and no verdict beyond "no interval".
+    spread of a difference of two single runs, ``k`` times (2 for a 95 % look; a rule that corrects for
+    several looks passes a larger ``k``). None when neither spread is known (> 0): then there is no
+    interval and no verdict beyond "no interval".
     """
     sd = math.hypot(sd_a or 0.0, sd_b or 0.0)
     if not (sd > 0 and math.isfinite(diff)):
         return None
-    return diff - 2 * sd, diff + 2 * sd
+    return diff - k * sd, diff + k * sd
 
 
 def draws_ci(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:

@@ -48,6 +48,8 @@ __all__ = [
     "foreground_brightness",
     "concat_features",
     "classifier_features",
+    "emoji_featurizers",
+    "linear_recoverability",
     "AttributeTest",
     "group_split",
     "fit_attribute_test",
@@ -267,6 +269,37 @@ def classifier_features(net: nn.Module, batch_size: int = 256, bf16: bool = True
             return torch.cat([net.features(c.float()).float().cpu() for c in x.split(batch_size)]).numpy()
 
     return f
+
+
+def emoji_featurizers(clf: nn.Module) -> dict[str, dict[str, Featurizer]]:
+    """The features of chapter 06's emoji attribute tests: ``{"selector": {attr: f}, "judge": {attr: f}}``.
+
+    Selectors (logistic regressions that pick the exemplars and build the direction vector): *skin* from a
+    6x6x6 colour histogram, *kind* from the domain classifier ``clf``'s penultimate features. Judges (random
+    forests fitted on the other half of the training emoji, which score every output): *skin* and *kind*
+    from 8x8 pooled pixels. No judge sees a representation any selector sees, so an output cannot pass a
+    judge merely by carrying what a selector picked its exemplars on (the kind judge once shared the kind
+    selector's 8x8 pooled pixels; :func:`linear_recoverability` and the tests check the separation).
+    """
+    return {"selector": {"skin": lambda x: colour_histogram(x, 6), "kind": classifier_features(clf)},
+            "judge": {"skin": lambda x: pooled_pixels(x, 8), "kind": lambda x: pooled_pixels(x, 8)}}
+
+
+def linear_recoverability(source: Featurizer, target: Featurizer, images: torch.Tensor, seed: int = 0) -> float:
+    """How much of ``target(images)`` a linear map of ``source(images)`` recovers: the held-out R^2 (variance
+    weighted over the target's dimensions) of a ridge regression fitted on a random half of the images and
+    scored on the other. 1: the target is (linearly) a function of the source, e.g. one of its parts; near 0:
+    the source says little about it. Needs more images than the source has dimensions for a fair fit."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    xs, xt = np.asarray(source(images), dtype=np.float64), np.asarray(target(images), dtype=np.float64)
+    if len(xs) < 4:
+        raise ValueError(f"linear_recoverability needs at least 4 images, got {len(xs)}")
+    idx = np.random.default_rng(seed).permutation(len(xs))
+    fit, held = idx[: len(idx) // 2], idx[len(idx) // 2:]
+    model = Ridge(alpha=1e-6).fit(xs[fit], xt[fit])
+    return float(r2_score(xt[held], model.predict(xs[held]), multioutput="variance_weighted"))
 
 
 @dataclass

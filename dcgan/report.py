@@ -16,7 +16,9 @@ The order of the checks (:func:`claim_rows`):
    difference (:func:`interval_verdict`): *reproduced* when it excludes zero
    in the paper's direction, *not reproduced* when it excludes zero in the
    other, *inconclusive (within noise)* otherwise, and *inconclusive (no
-   interval)* when the chapter recorded none.
+   interval)* when the chapter recorded none. A rule that looks at several
+   measures of one claim corrects for the looks (the ablations' rule,
+   :func:`_variant_worse`: two measures, each at 97.5 %, Bonferroni).
 
 Conventions of the results registry this module reads:
 
@@ -43,12 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .evidence import DIFF, LINE, PAPER, Measure, Point, points
+from .evidence import DIFF, LINE, PAPER, Measure, Point, number, points
 from .results import Result, load_results
 
 __all__ = ["Claim", "CLAIMS", "CHECKS", "VERDICTS", "CHECK_VERDICTS", "REPRODUCED", "PARTLY", "NOT_REPRODUCED",
            "WITHIN_NOISE", "NO_INTERVAL", "BELOW_GATE", "NO_GATE", "INCONCLUSIVE", "PAPER_DATA_NEEDED", "NOT_RUN",
-           "interval_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
+           "interval_verdict", "no_excess_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
            "results_table", "chapter_verdicts", "control_line", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data",
            "RULES", "make_rule", "load_claims", "chapter_ref", "paper_claims", "write_paper_page"]
 
@@ -236,6 +238,32 @@ def _threshold(pattern: str, at: float, direction: int = 1) -> Callable[[Found],
     return rule
 
 
+def no_excess_verdict(lo: float | None, hi: float | None, margin: float) -> str:
+    """The verdict on a claim that a quantity is *not above* a reference (an excess ``<a>_minus_<ref>``), from
+    the 95 % interval [lo, hi] of the excess: *not reproduced* when it lies above 0 (an excess beyond noise);
+    *reproduced* when it does not and its upper bound is under ``margin`` (an excess of ``margin`` or more is
+    ruled out); *inconclusive (within noise)* otherwise; *inconclusive (no interval)* without one."""
+    if lo is None or hi is None:
+        return NO_INTERVAL
+    if lo > hi:
+        raise ValueError(f"interval bounds out of order: [{lo}, {hi}]")
+    return NOT_REPRODUCED if lo > 0 else REPRODUCED if hi < margin else WITHIN_NOISE
+
+
+def _no_excess(pattern: str, margin: float) -> Callable[[Found], str]:
+    """:func:`no_excess_verdict` on every result matching ``pattern`` (e.g. §4.1's share of near-copies among
+    samples minus among held-out test images, :mod:`dcgan.memorisation`), combined over them."""
+
+    def rule(f: Found) -> str:
+        rs = _primary(f, pattern)
+        if not rs:
+            return NO_INTERVAL
+        return combine(no_excess_verdict(*(f.interval(r.name) or (None, None)), margin) for r in rs)
+
+    rule.measures = [Measure(pattern, -1, margin, LINE)]
+    return rule
+
+
 def _close(ours: float | None, paper: float, tol_yes: float, tol_partly: float,
            iv: tuple[float, float] | None = None) -> str:
     if ours is None:
@@ -266,29 +294,77 @@ def _unstable(f: Found, v: str) -> tuple[int, int] | None:
     return min(n, sum(c[0] for c in counts)), n
 
 
-def _variant_worse(v: str) -> Callable[[Found], str]:
-    """A broken guideline should cost FID or make more runs unstable, beyond noise.
+VARIANT_LOOKS = 2  # measures _variant_worse judges each claim on: FID and the share of unstable runs
+VARIANT_LEVEL = 1 - 0.05 / VARIANT_LOOKS  # Bonferroni: each measure at 97.5 %, so the claim's error stays at 5 %
 
-    FID: the interval of ``stability_<v>_minus_dcgan_fid`` when recorded; else,
-    with a seed spread for both, the difference +- 2 x the spread of a
-    difference of two runs (conservative: a spread, not a standard error).
-    Instability: the Newcombe interval of the difference in the share of
-    unstable runs. One measure beyond noise in the paper's direction (and
-    none in the other) reproduces the claim.
+
+def _runs(f: Found, v: str) -> int | None:
+    """Seeds variant ``v`` ran with (the n of its "k/n" instability counts)."""
+    counts = [c for k in INSTABILITY for r in f(f"stability_{v}_{k}") if (c := _count(r.value)) is not None]
+    return max(c[1] for c in counts) if counts else None
+
+
+def _fid_interval_corrected(f: Found, v: str) -> tuple[float, float] | None:
+    """The interval of variant ``v``'s FID minus the DCGAN's at :data:`VARIANT_LEVEL` (97.5 %).
+
+    In order: the Welch interval from the two sides' recorded means, spreads and seed counts (what chapter
+    08's 95 % interval is computed from, at the corrected level), when at 95 % it gives back the recorded
+    interval (it does not when a seed's FID was not finite, so the counts overstate the seeds); else the
+    recorded 95 % interval widened by the ratio of the normal quantiles (2.24 / 1.96); else the seeds'
+    spreads (:func:`_spread_fallback`) widened by the same ratio (2 x 2.24 / 1.96 = 2.29 spreads instead
+    of 2). None: no interval.
     """
-    from .intervals import newcombe_diff_ci
+    from .intervals import welch_summary_ci, z_of
+
+    name = f"stability_{v}_minus_dcgan_fid"
+    iv, d = f.interval(name), f.value(_escape(name))
+    fid, base = f.value(f"stability_{v}_fid"), f.value("stability_dcgan_fid")
+    sd, sd_base = f.value(f"stability_{v}_fid_std"), f.value("stability_dcgan_fid_std")
+    n, n_base = _runs(f, v), _runs(f, "dcgan")
+    if None not in (fid, base, sd, sd_base, n, n_base):
+        _, lo, hi = welch_summary_ci(fid, sd, n, base, sd_base, n_base, VARIANT_LEVEL)
+        _, lo95, hi95 = welch_summary_ci(fid, sd, n, base, sd_base, n_base, 0.95)
+        # the recorded numbers are rounded to 3 decimals: agreement within 1 % of the half-width (or 0.01 FID)
+        same = iv is None or (math.isfinite(lo95) and max(abs(lo95 - iv[0]), abs(hi95 - iv[1]))
+                              <= max(0.01, 0.01 * (hi95 - lo95) / 2))
+        if math.isfinite(lo) and math.isfinite(hi) and same:
+            return lo, hi
+    widen = z_of(VARIANT_LEVEL) / z_of(0.95)
+    if iv is not None and d is not None:
+        return d - widen * (d - iv[0]), d + widen * (iv[1] - d)
+    return _spread_fallback(v, k=2.0 * widen)(f, name)
+
+
+def _variant_worse(v: str) -> Callable[[Found], str]:
+    """A broken guideline should cost FID or make more runs unstable, beyond noise, with the two looks
+    corrected for (Bonferroni): each measure is judged on its 97.5 % interval (:data:`VARIANT_LEVEL`).
+
+    FID: the Welch interval of ``stability_<v>_minus_dcgan_fid`` at 97.5 %, rebuilt from the recorded
+    means, spreads and seed counts (:func:`_fid_interval_corrected` lists the fallbacks). Instability: the
+    Newcombe interval at 97.5 % of the difference in the share of unstable runs. One measure beyond noise in
+    the paper's direction (and none in the other) reproduces the claim; one in each direction is *partly*.
+    Either measure alone at 95 % would give the claim two chances at a 5 % error (up to ~10 %); at 97.5 %
+    each, the claim's error is at most 5 %. The forest plot and the results table show the 95 % intervals
+    the chapter recorded; the verdict's sentence gives the 97.5 % ones it rests on.
+    """
+    from .intervals import newcombe_diff_ci, z_of
+
+    def unstable_iv(f: Found) -> tuple[float, float] | None:
+        uv, ub = _unstable(f, v), _unstable(f, "dcgan")
+        if not (uv and ub):
+            return None
+        _, lo, hi = newcombe_diff_ci(uv[0], uv[1], ub[0], ub[1], z=z_of(VARIANT_LEVEL))
+        return lo, hi
 
     def rule(f: Found) -> str:
         name = f"stability_{v}_minus_dcgan_fid"
-        fid = f.value(f"stability_{v}_fid")
-        iv = f.interval(name) or _spread_fallback(v)(f, name)
-        verdicts = [interval_verdict(*iv) if iv else NO_INTERVAL]
-        uv, ub = _unstable(f, v), _unstable(f, "dcgan")
-        if uv and ub:
-            _, lo, hi = newcombe_diff_ci(uv[0], uv[1], ub[0], ub[1])
-            verdicts.append(interval_verdict(lo, hi))
-        if fid is None and uv is None and f.one(_escape(name)) is None:
+        if f.value(f"stability_{v}_fid") is None and _unstable(f, v) is None and f.one(_escape(name)) is None:
             return NOT_RUN  # only the reference ran
+        iv = _fid_interval_corrected(f, v)
+        verdicts = [interval_verdict(*iv) if iv else NO_INTERVAL]
+        uiv = unstable_iv(f)
+        if uiv is not None:
+            verdicts.append(interval_verdict(*uiv))
         if REPRODUCED in verdicts and NOT_REPRODUCED in verdicts:
             return PARTLY  # worse on one measure, better on the other
         for v_ in (REPRODUCED, NOT_REPRODUCED, WITHIN_NOISE):
@@ -298,7 +374,13 @@ def _variant_worse(v: str) -> Callable[[Found], str]:
 
     def words(f: Found) -> str:
         uv, ub = _unstable(f, v), _unstable(f, "dcgan")
-        return f"unstable runs {uv[0]}/{uv[1]} against {ub[0]}/{ub[1]}" if uv and ub else ""
+        parts = [f"unstable runs {uv[0]}/{uv[1]} against {ub[0]}/{ub[1]}"] if uv and ub else []
+        iv, uiv = _fid_interval_corrected(f, v), unstable_iv(f)
+        looks = ([f"FID difference [{number(iv[0])}, {number(iv[1])}]"] if iv else []) + (
+            [f"unstable share difference [{number(uiv[0])}, {number(uiv[1])}]"] if uiv else [])
+        if looks:
+            parts.append(f"judged on 97.5% intervals (Bonferroni, two measures): {', '.join(looks)}")
+        return "; ".join(parts)
 
     def derive(f: Found) -> tuple | None:  # the two sides without their difference: FID difference, spread interval
         fid, base = f.one(_escape(f"stability_{v}_fid")), f.value("stability_dcgan_fid")
@@ -312,8 +394,8 @@ def _variant_worse(v: str) -> Callable[[Found], str]:
     return rule
 
 
-def _spread_fallback(v: str) -> Callable[[Found, str], tuple[float, float] | None]:
-    """Variant ``v``'s FID difference +- 2 x the spread of a difference of two runs, from the seeds' spreads
+def _spread_fallback(v: str, k: float = 2.0) -> Callable[[Found, str], tuple[float, float] | None]:
+    """Variant ``v``'s FID difference +- ``k`` x the spread of a difference of two runs, from the seeds' spreads
     (when the chapter recorded no interval for the difference itself)."""
     from .intervals import spread_interval
 
@@ -321,7 +403,7 @@ def _spread_fallback(v: str) -> Callable[[Found, str], tuple[float, float] | Non
         fid, base = f.value(f"stability_{v}_fid"), f.value("stability_dcgan_fid")
         if fid is None or base is None:
             return None
-        return spread_interval(fid - base, f.value(f"stability_{v}_fid_std"), f.value("stability_dcgan_fid_std"))
+        return spread_interval(fid - base, f.value(f"stability_{v}_fid_std"), f.value("stability_dcgan_fid_std"), k)
 
     return interval
 
@@ -377,6 +459,7 @@ def _flag(name: str) -> Callable[[Found], str]:
 RULES: dict[str, Callable[..., Callable[[Found], str]]] = {
     "diff": _diff,
     "threshold": _threshold,
+    "no_excess": _no_excess,
     "paper_number": _paper_number,
     "variant_worse": _variant_worse,
     "nn_matches": lambda: _nn_matches,
@@ -784,8 +867,13 @@ The checks, in order:
    it excludes zero in the paper's direction, **not reproduced** when it excludes zero in the other,
    **inconclusive (within noise)** when it contains zero, **inconclusive (no interval)** when the
    chapter recorded none; a measurement against a fixed line (a cut rate, a false-positive rate)
-   must clear it with its whole interval when one is recorded. **partly**: reproduced for one
-   model, data set or measure and not for another.
+   must clear it with its whole interval when one is recorded. A claim that samples are *not* memorised
+   (§4.1) is judged on the excess of near-copies of training images among samples over held-out test
+   images: **not reproduced** when its interval lies above zero, **reproduced** when it does not and
+   rules out an excess of 3 points, **inconclusive (within noise)** otherwise. **partly**: reproduced for one
+   model, data set or measure and not for another. The ablations of §3 and §4 (chapter 08) look at two
+   measures, FID and the share of unstable runs, so each is judged on its 97.5% interval (Bonferroni):
+   the claim's chance of a false verdict stays at 5%.
 
 The claims are data in `dcgan/claims.yaml`, each naming the rule in `dcgan/report.py` that judges it and
 the words that say its numbers; the {doc}`paper page <paper>` states them in the paper's order.

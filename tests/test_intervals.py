@@ -1,5 +1,7 @@
 """dcgan.intervals: Wilson, Newcombe and bootstrap intervals against known values."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -184,3 +186,17 @@ def test_spread_interval_is_twice_the_combined_spread_and_none_without_one():
     assert spread_interval(5.0, 0.0, 0.0) is None  # single seeds on both sides: no interval
     assert spread_interval(5.0, None, None) is None
     assert spread_interval(float("nan"), 1.0, 1.0) is None
+
+
+def test_welch_summary_ci_is_welch_diff_ci_from_the_summaries():
+    """The ablation rule rebuilds chapter 08's Welch interval from the recorded means, spreads and seed counts
+    (at 97.5 % for its two looks): at 95 % it must be the chapter's own interval."""
+    from dcgan.intervals import welch_diff_ci, welch_summary_ci
+
+    a, b = np.array([31.0, 35.5, 29.2, 40.1]), np.array([27.3, 26.1, 30.4])
+    summary = (a.mean(), a.std(ddof=1), len(a), b.mean(), b.std(ddof=1), len(b))
+    assert welch_summary_ci(*summary) == pytest.approx(welch_diff_ci(a, b))
+    assert welch_summary_ci(*summary, level=0.975) == pytest.approx(welch_diff_ci(a, b, level=0.975))
+    d, lo, hi = welch_summary_ci(*summary, level=0.975)
+    assert lo < welch_diff_ci(a, b)[1] and hi > welch_diff_ci(a, b)[2]  # wider than the 95 % one
+    assert all(map(math.isnan, welch_summary_ci(1.0, 0.5, 1, 0.0, 0.5, 3)[1:]))  # one seed on a side: none

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from dcgan import latent as L
 from dcgan.models import Generator, ModelConfig, sample_noise
@@ -198,3 +199,66 @@ def test_face_labels_from_celeba_annotations():
             assert all(v in set(lab[k]) for k, v in c.items())
     with pytest.raises(KeyError, match="list_attr_celeba.txt"):
         L.face_labels({"Smiling": [True]})
+
+
+# ---------------------------------------------------------------- selectors and judges (issue 22)
+
+def _emoji_like(n: int, seed: int = 0) -> torch.Tensor:
+    """Colour images with detail at every scale the featurizers look at: 8x8 random colour blocks plus fine noise."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = F.interpolate(torch.rand(n, 3, 8, 8, generator=g) * 2 - 1, size=32, mode="nearest")
+    return (coarse + 0.3 * torch.randn(n, 3, 32, 32, generator=g)).clamp(-1, 1)
+
+
+def _emoji_features():
+    from dcgan.metrics import DomainClassifier
+
+    torch.manual_seed(0)
+    return L.emoji_featurizers(DomainClassifier(3, 32, 4).eval())
+
+
+def test_emoji_judges_share_no_representation_with_the_selectors():
+    """Chapter 06's emoji judges must not see what its selectors saw (the kind judge once used the selector's
+    8x8 pooled pixels): no judge's features are linearly recoverable from any selector's, and the reverse
+    fails on planted pairs that one side cannot tell apart."""
+    feats = _emoji_features()
+    assert set(feats) == {"selector", "judge"} and set(feats["selector"]) == set(feats["judge"]) == {"skin", "kind"}
+    x = _emoji_like(1200)
+    for attr, judge in feats["judge"].items():
+        for sel_attr, selector in feats["selector"].items():
+            r2 = L.linear_recoverability(selector, judge, x)
+            assert r2 < 0.5, f"the {attr} judge's features are {r2:.2f} recoverable from the {sel_attr} selector's"
+    assert L.linear_recoverability(L.concat_features(feats["selector"]["kind"], L.pooled_pixels),
+                                   feats["judge"]["kind"], x) > 0.99  # the old kind selector: the check can fail
+
+
+def test_emoji_judge_sees_what_the_selectors_do_not():
+    feats = _emoji_features()
+    x = _emoji_like(8, seed=1)
+    # shuffling pixels keeps every colour histogram (the skin selector's input) and changes the judges' 8x8 pools
+    perm = torch.randperm(32 * 32, generator=torch.Generator().manual_seed(2))
+    shuffled = x.flatten(2)[:, :, perm].reshape(x.shape)
+    assert np.array_equal(feats["selector"]["skin"](x), feats["selector"]["skin"](shuffled))
+    assert not np.allclose(feats["judge"]["skin"](x), feats["judge"]["skin"](shuffled))
+    # a checkerboard inside every 4x4 pooling block keeps the judges' 8x8 pools and changes the kind selector's
+    # (the domain classifier's) features
+    board = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2 - 1
+    checked = (x * 0.7 + 0.2 * board).clamp(-1, 1)
+    flat = x * 0.7
+    assert np.allclose(feats["judge"]["kind"](checked), feats["judge"]["kind"](flat), atol=1e-6)
+    assert not np.allclose(feats["selector"]["kind"](checked), feats["selector"]["kind"](flat), atol=1e-3)
+
+
+def test_chapter_06_fits_its_emoji_tests_on_the_separated_features():
+    """The separation above holds for the book only if chapter 06 fits its emoji selectors and judges on
+    dcgan.latent.emoji_featurizers (and on nothing else)."""
+    import json
+
+    from dcgan.paths import REPO_ROOT
+
+    cells = json.loads((REPO_ROOT / "notebooks" / "06_latent_space.ipynb").read_text())["cells"]
+    src = next("".join(c["source"]) for c in cells if "emoji_judges = " in "".join(c["source"]))
+    assert "L.emoji_featurizers(" in src
+    tests, judges = src.split("emoji_tests = ", 1)[1].split("\n", 1)[0], src.split("emoji_judges = ", 1)[1][:200]
+    assert 'EMOJI_FEATURES["selector"]' in tests and "pooled_pixels" not in tests
+    assert 'EMOJI_FEATURES["judge"]' in judges
