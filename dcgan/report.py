@@ -494,6 +494,12 @@ def _gate(c: Claim, f: Found) -> tuple[str | None, str]:
 _SEED_GATE = re.compile(r"_s\d+_gate$")
 
 
+def _gan_seeds(f: Found, matched: list[Result]) -> int:
+    """How many GAN seeds the claim's numbers rest on: the most per-seed records (``<name>_s<seed>``,
+    :func:`dcgan.intervals.record_over_seeds`) of any of them; 0 when none has any."""
+    return max((len(f(_escape(r.name) + "_s[0-9]*")) for r in matched), default=0)
+
+
 def _gate_model(gate_name: str) -> str:
     """The model a ``..._gate`` result belongs to: ``emoji-32_s1_gate`` (one GAN seed's) -> ``emoji-32``."""
     return _SEED_GATE.sub("", gate_name) if _SEED_GATE.search(gate_name) else gate_name[: -len("_gate")]
@@ -546,6 +552,9 @@ def _rows(results: list[Result], claims: tuple[Claim, ...], allowed: tuple[str, 
         for pt in pts:
             pt.verdict = verdict
         words = ours = "–" if verdict == NOT_RUN else _sentence(c, f, pts, matched)
+        n_seeds = _gan_seeds(f, matched)
+        if n_seeds and words != "–":  # issue 22: say what the numbers rest on
+            words = ours = f"{words}; over {n_seeds} GAN seeds"
         if verdict in (BELOW_GATE, NO_GATE) and gate_text:
             ours += f"; {gate_text}"
         rows.append(dict(section=c.section, claim=c.text, paper=c.paper, ours=ours, words=words,

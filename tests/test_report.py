@@ -610,3 +610,15 @@ def test_at_a_glance_summarises_seed_gates_per_model(tmp_path):
     text = report.at_a_glance(load_results(tmp_path))
     assert "Quality gate of `emoji-32` (emoji): **fails** in 2 of 3 GAN seeds (FID 40, 41, 312)" in text
     assert "emoji-32_s1" not in text  # one line per model, not per seed
+
+
+def test_verdict_words_say_how_many_gan_seeds(tmp_path):
+    res = _rec(tmp_path, "06_latent_space")
+    _arith(res)
+    _seed_gates(res, "emoji-32", {0: True, 1: True, 2: True})
+    assert "GAN seeds" not in _row(load_results(tmp_path), "§6.3.2", "(emoji")["words"]
+    for s in (0, 1, 2):
+        res.record(f"emoji_arith_latent_minus_pixel_s{s}", 20.0 + s, dataset="emoji")
+    row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
+    assert row["words"].endswith("; over 3 GAN seeds") and row["verdict"] == REPRODUCED
+    assert "over 3 GAN seeds" in report.at_a_glance(load_results(tmp_path))
