@@ -486,7 +486,9 @@ def _gate(c: Claim, f: Found) -> tuple[str | None, str]:
         below = [n for n in names if not all(_num(r.value) == 1 for r in gates[n])]
         nums = "; ".join(filter(None, (_gate_numbers(f, n[: -len("_gate")], label="" if n == f"{model}_gate" else
                                                      "seed " + n[len(model) + 2: -len("_gate")]) for n in below)))
-        n_seeds = f" in {len(seeds) - sum(n in below for n in seeds)} of {len(seeds)} GAN seeds" if seeds else ""
+        n_below = sum(n in below for n in seeds)
+        n_seeds = ("" if not seeds else f" in all {len(seeds)} GAN seeds" if not n_below
+                   else f" in {n_below} of {len(seeds)} GAN seeds")
         parts.append(f"gate {model}: {'passed' if ok else 'below'}{n_seeds}" + (f" ({nums})" if nums and not ok else ""))
     return (BELOW_GATE if failed else None), "; ".join(parts)
 
@@ -732,7 +734,7 @@ def gate_status(results: Iterable[Result], model: str) -> tuple[bool | None, str
     ok = (r is None or _num(r.value) == 1) and all(seeds.values())
     if seeds:  # several GAN seeds (issue 22): the model passes only when every seed does
         below = [s for s, passed in seeds.items() if not passed]
-        nums = "; ".join(_gate_numbers(f, f"{model}_s{s}", label=f"seed {s}") for s in below)
+        nums = "; ".join(filter(None, (_gate_numbers(f, f"{model}_s{s}", label=f"seed {s}") for s in below)))
         head = (f"passes the quality gate in all {len(seeds)} GAN seeds" if ok else
                 f"is below the quality gate in {len(below)} of {len(seeds)} GAN seeds")
         return ok, head + (f" ({nums})" if nums else "")

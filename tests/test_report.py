@@ -584,12 +584,12 @@ def test_a_claim_needs_every_seeds_gate(tmp_path):
     _seed_gates(res, "emoji-32", {0: True, 1: False, 2: True})
     row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
     assert row["verdict"] == BELOW_GATE
-    assert "gate emoji-32: below in 2 of 3 GAN seeds (seed 1: fid 312" in row["ours"]
+    assert "gate emoji-32: below in 1 of 3 GAN seeds (seed 1: fid 312" in row["ours"]
     ok, phrase = report.gate_status(load_results(tmp_path), "emoji-32")
     assert ok is False and phrase.startswith("is below the quality gate in 1 of 3 GAN seeds (seed 1: fid 312")
     _seed_gates(res, "emoji-32", {0: True, 1: True, 2: True})
     row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
-    assert row["verdict"] == REPRODUCED and "gate emoji-32: passed in 3 of 3 GAN seeds" in row["numbers"]
+    assert row["verdict"] == REPRODUCED and "gate emoji-32: passed in all 3 GAN seeds" in row["numbers"]
     assert report.gate_status(load_results(tmp_path), "emoji-32") == (True, "passes the quality gate in all 3 GAN seeds")
 
 
@@ -610,6 +610,12 @@ def test_at_a_glance_summarises_seed_gates_per_model(tmp_path):
     text = report.at_a_glance(load_results(tmp_path))
     assert "Quality gate of `emoji-32` (emoji): **fails** in 2 of 3 GAN seeds (FID 40, 41, 312)" in text
     assert "emoji-32_s1" not in text  # one line per model, not per seed
+    # a seed gate without numbers (no reference) leaves no empty brackets in the phrase
+    res2 = _rec(tmp_path / "b", "04_x")
+    for s in (0, 1):
+        res2.record(f"fashion-mnist-32_s{s}_gate", 0, dataset="fashion-mnist")
+    assert report.gate_status(load_results(tmp_path / "b"), "fashion-mnist-32") == (
+        False, "is below the quality gate in 2 of 2 GAN seeds")
 
 
 def test_verdict_words_say_how_many_gan_seeds(tmp_path):
