@@ -236,15 +236,17 @@ def seeds_phrase(seeds: Sequence[int]) -> str:
     return f"over {len(seeds)} GAN seed{'s' if len(seeds) != 1 else ''}"
 
 
-def record_over_seeds(res, name: str, per_seed: dict[int, float], point: float, lo: float, hi: float, *,
-                      digits: int | None = None, **kw) -> float:
+def record_over_seeds(res, name: str, per_seed: dict[int, float], point: float, lo: float | None = None,
+                      hi: float | None = None, *, digits: int | None = None, **kw) -> float:
     """Each seed's value as ``<name>_s<seed>`` and the across-seed ``point`` with its interval as ``name`` (with
-    ``name_ci_lo``/``name_ci_hi``, :func:`record_with_ci`); the note lists the seeds' values."""
+    ``name_ci_lo``/``name_ci_hi``, :func:`record_with_ci`); the note lists the seeds' values. Without ``lo`` and
+    ``hi`` (a number no verdict judges, such as a rate beside its difference) only the mean and the seeds'."""
     r = (lambda v: round(float(v), digits)) if digits is not None else float
     note = kw.pop("note", "")
     for s, v in per_seed.items():
         res.record(f"{name}_s{s}", r(v), note=f"GAN seed {s} of {name}", **kw)
     each = ", ".join(f"seed {s}: {float(v):.4g}" for s, v in per_seed.items())
-    note = (f"{note}; " if note else "") + (f"mean {seeds_phrase(list(per_seed))} ({each}); 95% nested bootstrap "
-                                            "(seeds, then units within each seed)")
+    note = (f"{note}; " if note else "") + f"mean {seeds_phrase(list(per_seed))} ({each})"
+    if lo is None or hi is None:
+        return res.record(name, r(point), note=note, **kw)
     return record_with_ci(res, name, point, lo, hi, digits=digits, note=note, **kw)

@@ -253,3 +253,6 @@ def test_record_over_seeds_writes_each_seed_and_the_interval(tmp_path):
     assert {"x_rate", "x_rate_ci_lo", "x_rate_ci_hi", "x_rate_s0", "x_rate_s1", "x_rate_s2"} <= names
     assert "over 3 GAN seeds" in res.results["x_rate"].note
     assert I.seeds_phrase([0]) == "over 1 GAN seed"
+    I.record_over_seeds(res, "y_rate", {0: 1.0, 3: 2.0}, 1.5, dataset="d")  # no interval: mean and seeds only
+    assert "y_rate_ci_lo" not in res.results and res.results["y_rate_s3"].value == 2.0
+    assert res.results["y_rate"].value == 1.5
