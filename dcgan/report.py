@@ -790,8 +790,10 @@ def at_a_glance(results: Iterable[Result]) -> str:
         if seeds:  # GAN seeds (issue 22): each seed's FID, against the limit they share
             fids = [x for x in seeds.values() if x is not None]
             limit = next((x.paper for x in fids if x.paper), None)
-            n_ok = sum(seed_gates(results, model).values())
-            nums = (f" in {n_ok} of {len(seeds)} GAN seeds" + (f" (FID {', '.join(_fmt(x.value) for x in fids)}"
+            n_bad = len(seeds) - sum(seed_gates(results, model).values())
+            ok = ok and not n_bad  # a failed seed record fails the model, whatever its summary record says
+            nums = ((f" in {n_bad} of {len(seeds)} GAN seeds" if n_bad else f" in all {len(seeds)} GAN seeds")
+                    + (f" (FID {', '.join(_fmt(x.value) for x in fids)}"
                     + (f", limit {_fmt(limit)}" if limit else "") + ")" if fids else ""))
         else:
             nums = f" (FID {_fmt(fid.value)}, limit {_fmt(fid.paper)})" if fid is not None and fid.paper else ""

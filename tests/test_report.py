@@ -608,7 +608,10 @@ def test_at_a_glance_summarises_seed_gates_per_model(tmp_path):
     res = _rec(tmp_path, "02_training")
     _seed_gates(res, "emoji-32", {0: True, 1: True, 2: False})
     text = report.at_a_glance(load_results(tmp_path))
-    assert "Quality gate of `emoji-32` (emoji): **fails** in 2 of 3 GAN seeds (FID 40, 41, 312)" in text
+    assert "Quality gate of `emoji-32` (emoji): **fails** in 1 of 3 GAN seeds (FID 40, 41, 312)" in text
+    _seed_gates(res, "emoji-32", {0: True, 1: True, 2: True})
+    assert "Quality gate of `emoji-32` (emoji): **passes** in all 3 GAN seeds (FID 40, 41, 42)" in \
+        report.at_a_glance(load_results(tmp_path))
     assert "emoji-32_s1" not in text  # one line per model, not per seed
     # a seed gate without numbers (no reference) leaves no empty brackets in the phrase
     res2 = _rec(tmp_path / "b", "04_x")
