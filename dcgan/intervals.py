@@ -12,6 +12,10 @@
   (mean, standard deviation, seeds), at any level (a rule that corrects for several looks needs 97.5 %).
 * :func:`draws_ci`: a mean over repeated draws of a whole experiment (e.g. §5.2's label draws),
   mean +- 1.96 standard deviations over the draws, as the paper's authors report it.
+* :func:`nested_bootstrap`: a statistic of several GAN seeds' models, each measured on its own units
+  (test images, label draws, walks): seeds resampled, then units within each seed, so the interval
+  holds the seed-to-seed spread as well as the units' (issue 22); :func:`record_over_seeds` writes it
+  with each seed's value (``<name>_s<seed>``).
 
 The convention of the results registry: a result ``X`` may come with
 ``X_ci_lo`` and ``X_ci_hi``; a comparison is recorded as ``<a>_minus_<b>``
@@ -26,7 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["Z95", "wilson_ci", "newcombe_diff_ci", "bootstrap_diff_ci", "bootstrap_mean_ci", "bootstrap_stat_ci",
-           "t_mean_ci", "welch_diff_ci", "welch_summary_ci", "z_of", "spread_interval", "draws_ci", "record_with_ci"]
+           "t_mean_ci", "welch_diff_ci", "welch_summary_ci", "z_of", "spread_interval", "draws_ci", "record_with_ci",
+           "nested_bootstrap", "record_over_seeds", "seeds_phrase"]
 
 Z95 = 1.959963984540054
 
@@ -216,3 +221,64 @@ def record_with_ci(res, name: str, value: float, lo: float, hi: float, *, digits
     res.record(f"{name}_ci_lo", r(lo), note=f"95% interval of {name}", **kw)
     res.record(f"{name}_ci_hi", r(hi), note=f"95% interval of {name}", **kw)
     return v
+
+
+def _mean_or_diff(*xs: np.ndarray) -> float:
+    """The default statistic: the mean of one array, or mean(first) - mean(second) of two."""
+    if len(xs) == 1:
+        return float(np.mean(xs[0]))
+    if len(xs) == 2:
+        return float(np.mean(xs[0]) - np.mean(xs[1]))
+    raise ValueError("give a stat for more than two arrays per seed")
+
+
+def nested_bootstrap(per_seed: Sequence, stat: Callable[..., float] | None = None, n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """A statistic over several GAN seeds and its two-level percentile-bootstrap interval.
+
+    ``per_seed[i]`` is seed i's units: an array whose rows are units (test images, label draws, walks), or a
+    tuple of arrays that are resampled independently of each other (an unpaired comparison within the seed;
+    rows of a 2-d array are resampled together: a paired one). ``stat(*arrays)`` -> float; default the mean
+    of one array or the difference of the means of two. The point estimate is the mean over seeds of each
+    seed's statistic. Each replicate draws the seeds with replacement, then resamples each drawn seed's
+    units, and averages the statistic over the drawn seeds: the interval holds the seed-to-seed spread (the
+    training noise a single model hides) as well as the units' sampling noise. With identical seeds it is
+    the plain bootstrap of the pooled units; with few seeds the seed level's percentile interval is, like
+    any bootstrap of few clusters, on the narrow side (tests/test_intervals.py measures its coverage).
+    """
+    seeds = [tuple(np.asarray(a, dtype=np.float64) for a in (u if isinstance(u, tuple) else (u,))) for u in per_seed]
+    if not seeds:
+        raise ValueError("nested_bootstrap needs at least one seed")
+    if any(len(a) == 0 for u in seeds for a in u) or len({len(u) for u in seeds}) != 1:
+        raise ValueError("every seed needs the same number of non-empty arrays")
+    stat = stat or _mean_or_diff
+    rng = np.random.default_rng(seed)
+    k = len(seeds)
+    boot = np.empty(n_boot)
+    for b in range(n_boot):
+        drawn = rng.integers(0, k, size=k)
+        boot[b] = np.mean([stat(*(a[rng.integers(0, len(a), size=len(a))] for a in seeds[j])) for j in drawn])
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.nanpercentile(boot, [tail, 100 - tail])
+    return float(np.mean([stat(*u) for u in seeds])), float(lo), float(hi)
+
+
+def seeds_phrase(seeds: Sequence[int]) -> str:
+    """"over 3 GAN seeds" / "over 1 GAN seed": how a verdict sentence names what its number rests on."""
+    return f"over {len(seeds)} GAN seed{'s' if len(seeds) != 1 else ''}"
+
+
+def record_over_seeds(res, name: str, per_seed: dict[int, float], point: float, lo: float | None = None,
+                      hi: float | None = None, *, digits: int | None = None, **kw) -> float:
+    """Each seed's value as ``<name>_s<seed>`` and the across-seed ``point`` with its interval as ``name`` (with
+    ``name_ci_lo``/``name_ci_hi``, :func:`record_with_ci`); the note lists the seeds' values. Without ``lo`` and
+    ``hi`` (a number no verdict judges, such as a rate beside its difference) only the mean and the seeds'."""
+    r = (lambda v: round(float(v), digits)) if digits is not None else float
+    note = kw.pop("note", "")
+    for s, v in per_seed.items():
+        res.record(f"{name}_s{s}", r(v), note=f"GAN seed {s} of {name}", **kw)
+    each = ", ".join(f"seed {s}: {float(v):.4g}" for s, v in per_seed.items())
+    note = (f"{note}; " if note else "") + f"mean {seeds_phrase(list(per_seed))} ({each})"
+    if lo is None or hi is None:
+        return res.record(name, r(point), note=note, **kw)
+    return record_with_ci(res, name, point, lo, hi, digits=digits, note=note, **kw)

@@ -166,7 +166,8 @@ def smoothness(
     steps: int = 16,
     mode: str = "slerp",
     features: Featurizer | None = None,
-) -> dict[str, float]:
+    per_walk: bool = False,
+) -> dict[str, float | np.ndarray]:
     """How gradually G's output changes along latent walks.
 
     ``segments`` walks between independent pairs of random z, ``steps`` frames
@@ -179,7 +180,9 @@ def smoothness(
     * ``{space}_max_jump``: mean over walks of the largest step divided by the
       walk's endpoint distance: 1/(steps-1) for an even change, ~1 for a cut;
     * ``{space}_cut_rate``: share of walks whose largest step carries more
-      than half of the walk's endpoint distance.
+      than half of the walk's endpoint distance;
+    * with ``per_walk``, ``{space}_jumps``: each walk's largest step over its endpoint distance (an array), the
+      units a bootstrap of ``max_jump`` and ``cut_rate`` resamples (several GAN seeds: chapter 06).
     """
     z0, z1 = nz_sampler(segments), nz_sampler(segments)
     t = torch.linspace(0, 1, steps)
@@ -204,6 +207,8 @@ def smoothness(
         jump = step.max(1).values / ends
         out[f"{name}_max_jump"] = float(jump.mean())
         out[f"{name}_cut_rate"] = float((jump > 0.5).float().mean())
+        if per_walk:
+            out[f"{name}_jumps"] = jump.numpy().astype(np.float64)
     out["even_step_ratio"] = 1.0 / (steps - 1)
     return out
 

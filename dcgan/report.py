@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -51,7 +52,8 @@ from .results import Result, load_results
 __all__ = ["Claim", "CLAIMS", "CHECKS", "VERDICTS", "CHECK_VERDICTS", "REPRODUCED", "PARTLY", "NOT_REPRODUCED",
            "WITHIN_NOISE", "NO_INTERVAL", "BELOW_GATE", "NO_GATE", "INCONCLUSIVE", "PAPER_DATA_NEEDED", "NOT_RUN",
            "interval_verdict", "no_excess_verdict", "combine", "claim_rows", "check_rows", "claims_table", "checks_table",
-           "results_table", "chapter_verdicts", "control_line", "at_a_glance", "gate_status", "tally", "write_results_page", "on_paper_data",
+           "results_table", "chapter_verdicts", "control_line", "at_a_glance", "gate_status", "seed_gates", "tally",
+           "write_results_page", "on_paper_data",
            "RULES", "make_rule", "load_claims", "chapter_ref", "paper_claims", "write_paper_page"]
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
@@ -555,17 +557,56 @@ def _gate(c: Claim, f: Found) -> tuple[str | None, str]:
                 gates[r.name].append(r)
     if not gates:
         return NO_GATE, f"no quality gate recorded ({', '.join(c.gates)})"
+    # one entry per model: its GAN seeds' gates (<model>_s<seed>_gate, issue 22) count under the model's name
+    by_model: dict[str, list[str]] = {}
+    for name in gates:
+        by_model.setdefault(_gate_model(name), []).append(name)
     parts, failed = [], False
-    for name, records in gates.items():
-        model = name[: -len("_gate")]
-        # every chapter that gated the model must have passed it (one chapter's failed gate is not hidden by
-        # another's pass)
-        ok = all(_num(r.value) == 1 for r in records)
+    for model, names in by_model.items():
+        # every chapter that gated the model, and every seed of it, must have passed (one chapter's or one
+        # seed's failed gate is not hidden by another's pass)
+        ok = all(_num(r.value) == 1 for n in names for r in gates[n])
         failed |= not ok
-        nums = ", ".join(f"{k} {_fmt(f.value(_escape(f'{name}_{k}')))}" for k in ("fid", "precision", "recall")
-                         if f.one(_escape(f"{name}_{k}")) is not None)
-        parts.append(f"gate {model}: {'passed' if ok else 'below'}" + (f" ({nums})" if nums and not ok else ""))
+        seeds = [n for n in names if n != f"{model}_gate"]
+        below = [n for n in names if not all(_num(r.value) == 1 for r in gates[n])]
+        nums = "; ".join(filter(None, (_gate_numbers(f, n[: -len("_gate")], label="" if n == f"{model}_gate" else
+                                                     "seed " + n[len(model) + 2: -len("_gate")]) for n in below)))
+        n_below = sum(n in below for n in seeds)
+        n_seeds = ("" if not seeds else f" in all {len(seeds)} GAN seeds" if not n_below
+                   else f" in {n_below} of {len(seeds)} GAN seeds")
+        parts.append(f"gate {model}: {'passed' if ok else 'below'}{n_seeds}" + (f" ({nums})" if nums and not ok else ""))
     return (BELOW_GATE if failed else None), "; ".join(parts)
+
+
+_SEED_GATE = re.compile(r"_s\d+_gate$")
+
+
+def _gan_seeds(f: Found, matched: list[Result]) -> int:
+    """How many GAN seeds the claim's numbers rest on: the most per-seed records (``<name>_s<seed>``,
+    :func:`dcgan.intervals.record_over_seeds`) of any of them; 0 when none has any."""
+    return max((len(f(_escape(r.name) + "_s[0-9]*")) for r in matched), default=0)
+
+
+def _gate_model(gate_name: str) -> str:
+    """The model a ``..._gate`` result belongs to: ``emoji-32_s1_gate`` (one GAN seed's) -> ``emoji-32``."""
+    return _SEED_GATE.sub("", gate_name) if _SEED_GATE.search(gate_name) else gate_name[: -len("_gate")]
+
+
+def _gate_numbers(f: Found, name: str, label: str = "") -> str:
+    """"fid 312, precision 0.01, recall 0" of ``<name>_gate``'s numbers (prefixed "seed 1: " with a label)."""
+    nums = ", ".join(f"{k} {_fmt(f.value(_escape(f'{name}_gate_{k}')))}" for k in ("fid", "precision", "recall")
+                     if f.one(_escape(f"{name}_gate_{k}")) is not None)
+    return f"{label}: {nums}" if label and nums else nums
+
+
+def seed_gates(results: Iterable[Result], model: str) -> dict[int, bool]:
+    """{seed: passed} of ``model``'s per-seed gates (``<model>_s<seed>_gate``, :func:`dcgan.seeds.gate_seeds`)."""
+    out: dict[int, bool] = {}
+    for r in results:
+        m = re.fullmatch(re.escape(model) + r"_s(\d+)_gate", r.name)
+        if m:
+            out[int(m.group(1))] = out.get(int(m.group(1)), True) and _num(r.value) == 1
+    return out
 
 
 def _rows(results: list[Result], claims: tuple[Claim, ...], allowed: tuple[str, ...]) -> list[dict]:
@@ -598,6 +639,9 @@ def _rows(results: list[Result], claims: tuple[Claim, ...], allowed: tuple[str, 
         for pt in pts:
             pt.verdict = verdict
         words = ours = "–" if verdict == NOT_RUN else _sentence(c, f, pts, matched)
+        n_seeds = _gan_seeds(f, matched)
+        if n_seeds and words != "–":  # issue 22: say what the numbers rest on
+            words = ours = f"{words}; over {n_seeds} GAN seeds"
         if verdict in (BELOW_GATE, NO_GATE) and gate_text:
             ours += f"; {gate_text}"
         rows.append(dict(section=c.section, claim=c.text, paper=c.paper, ours=ours, words=words,
@@ -766,13 +810,20 @@ def gate_status(results: Iterable[Result], model: str) -> tuple[bool | None, str
 
     The phrase completes "the generator ...": "passes the quality gate (fid 40, precision 0.6, recall 0.3)".
     """
-    f = Found(list(results))
+    results = list(results)
+    f = Found(results)
     r = f.one(_escape(f"{model}_gate"))
-    if r is None:
+    seeds = seed_gates(results, model)
+    if r is None and not seeds:
         return None, "has no quality gate recorded (chapter 02 has not run under this profile)"
-    nums = ", ".join(f"{k} {_fmt(f.value(_escape(f'{model}_gate_{k}')))}" for k in ("fid", "precision", "recall")
-                     if f.one(_escape(f"{model}_gate_{k}")) is not None)
-    ok = _num(r.value) == 1
+    ok = (r is None or _num(r.value) == 1) and all(seeds.values())
+    if seeds:  # several GAN seeds (issue 22): the model passes only when every seed does
+        below = [s for s, passed in seeds.items() if not passed]
+        nums = "; ".join(filter(None, (_gate_numbers(f, f"{model}_s{s}", label=f"seed {s}") for s in below)))
+        head = (f"passes the quality gate in all {len(seeds)} GAN seeds" if ok else
+                f"is below the quality gate in {len(below)} of {len(seeds)} GAN seeds")
+        return ok, head + (f" ({nums})" if nums else "")
+    nums = _gate_numbers(f, model)
     return ok, ("passes" if ok else "is below") + " the quality gate" + (f" ({nums})" if nums else "")
 
 
@@ -814,15 +865,31 @@ def at_a_glance(results: Iterable[Result]) -> str:
     f = Found(results)
     lines = []
     for r in results:
-        if not r.name.endswith("_gate") or "_seed" in r.name:  # per-seed gates are summarised by their model's
+        # per-seed gates are summarised by their model's
+        if not r.name.endswith("_gate") or "_seed" in r.name or _SEED_GATE.search(r.name):
             continue
         model = r.name[: -len("_gate")]
         ok = _num(r.value) == 1
+        seeds = {s: f.one(_escape(f"{model}_s{s}_gate_fid")) for s in seed_gates(results, model)}
         fid, lim = f.one(_escape(f"{r.name}_fid")), f.one(_escape(f"{r.name}_fid_limit"))
         acc = f.one(_escape(f"{r.name}_classifier_accuracy"))
-        nums = (f" (FID {_fmt(fid.value)}, limit {_fmt(lim.value)}"
-                + (f"; features of a classifier with {_fmt(acc.value)}% held-out accuracy" if acc is not None else "")
-                + ")") if fid is not None and lim is not None else ""
+        if seeds:  # GAN seeds (issue 22): each seed's FID, against the limit they share
+            fids = [x for x in seeds.values() if x is not None]
+            lims = [f.one(_escape(f"{model}_s{s}_gate_fid_limit")) for s in seeds]
+            limit = next((x.value for x in lims if x is not None), None)
+            accs = [f.one(_escape(f"{model}_s{s}_gate_classifier_accuracy")) for s in seeds]
+            acc = next((x for x in accs if x is not None), acc)
+            n_bad = len(seeds) - sum(seed_gates(results, model).values())
+            ok = ok and not n_bad  # a failed seed record fails the model, whatever its summary record says
+            nums = ((f" in {n_bad} of {len(seeds)} GAN seeds" if n_bad else f" in all {len(seeds)} GAN seeds")
+                    + (f" (FID {', '.join(_fmt(x.value) for x in fids)}"
+                    + (f", limit {_fmt(limit)}" if limit is not None else "")
+                    + (f"; features of a classifier with {_fmt(acc.value)}% held-out accuracy" if acc is not None else "")
+                    + ")" if fids else ""))
+        else:
+            nums = (f" (FID {_fmt(fid.value)}, limit {_fmt(lim.value)}"
+                    + (f"; features of a classifier with {_fmt(acc.value)}% held-out accuracy" if acc is not None else "")
+                    + ")") if fid is not None and lim is not None else ""
         lines.append(f"- Quality gate of `{model}` ({r.dataset}): **{'passes' if ok else 'fails'}**{nums}"
                      + ("" if ok else "; no verdict is drawn from it") + ".")
     for row in claim_rows(results) + check_rows(results):

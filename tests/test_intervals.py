@@ -200,3 +200,75 @@ def test_welch_summary_ci_is_welch_diff_ci_from_the_summaries():
     d, lo, hi = welch_summary_ci(*summary, level=0.975)
     assert lo < welch_diff_ci(a, b)[1] and hi > welch_diff_ci(a, b)[2]  # wider than the 95 % one
     assert all(map(math.isnan, welch_summary_ci(1.0, 0.5, 1, 0.0, 0.5, 3)[1:]))  # one seed on a side: none
+
+
+# ------------------------------------------------------------------ nested bootstrap over GAN seeds (issue 22)
+
+def test_nested_bootstrap_widens_when_seeds_disagree():
+    rng = np.random.default_rng(1)
+    units = [rng.normal(0, 1, 400) for _ in range(3)]
+    agree = I.nested_bootstrap(units, n_boot=1000)
+    disagree = I.nested_bootstrap([u + shift for u, shift in zip(units, (-2.0, 0.0, 2.0))], n_boot=1000)
+    assert disagree[0] == pytest.approx(agree[0])  # the shifts cancel in the mean over seeds
+    assert disagree[2] - disagree[1] > 5 * (agree[2] - agree[1])
+
+
+def test_nested_bootstrap_of_identical_seeds_is_the_pooled_bootstrap():
+    x = np.random.default_rng(2).normal(0, 1, 300)
+    m, lo, hi = I.nested_bootstrap([x, x, x], n_boot=4000)
+    pm, plo, phi = I.bootstrap_mean_ci(np.tile(x, 3), n_boot=4000)
+    assert m == pytest.approx(pm)
+    assert hi - lo == pytest.approx(phi - plo, rel=0.1)
+    # and not the width of one seed's units alone (which is sqrt(3) times wider)
+    assert hi - lo < 0.75 * np.subtract(*I.bootstrap_mean_ci(x, n_boot=4000)[2:0:-1])
+
+
+def test_nested_bootstrap_point_is_mean_of_seed_statistics_and_paired_unpaired_forms():
+    a = [np.array([1.0, 2.0, 3.0]), np.array([5.0, 5.0])]
+    assert I.nested_bootstrap(a, n_boot=10)[0] == pytest.approx((2.0 + 5.0) / 2)
+    # a tuple per seed: two groups resampled independently, default stat the difference of their means
+    pairs = [(np.array([3.0, 3.0]), np.array([1.0, 1.0, 1.0])), (np.array([4.0]), np.array([0.0]))]
+    assert I.nested_bootstrap(pairs, n_boot=200) == (pytest.approx(3.0), pytest.approx(2.0), pytest.approx(4.0))
+    # a custom statistic on rows resampled together (a ratio of means)
+    rows = [np.column_stack([np.full(5, 2.0), np.full(5, 4.0)])] * 3
+    m, lo, hi = I.nested_bootstrap(rows, stat=lambda r: r[:, 0].mean() / r[:, 1].mean(), n_boot=20)
+    assert (m, lo, hi) == (pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5))
+    with pytest.raises(ValueError):
+        I.nested_bootstrap([])
+    with pytest.raises(ValueError):
+        I.nested_bootstrap([np.array([1.0]), np.array([])])
+
+
+def test_nested_bootstrap_coverage_on_synthetic_seeds():
+    # Seeds whose true means scatter around mu (sd 1) and units around their seed's mean (sd 3): the interval
+    # should cover mu about 95% of the time with many seeds, and far more often than the pooled bootstrap,
+    # which ignores the seed-to-seed spread, with three.
+    rng = np.random.default_rng(3)
+    mu, trials = 10.0, 150
+
+    def cover(k: int) -> tuple[float, float]:
+        nested = pooled = 0
+        for t in range(trials):
+            seeds = [rng.normal(mu + rng.normal(0, 1), 3, 50) for _ in range(k)]
+            _, lo, hi = I.nested_bootstrap(seeds, n_boot=300, seed=t)
+            nested += lo <= mu <= hi
+            _, lo, hi = I.bootstrap_mean_ci(np.concatenate(seeds), n_boot=300, seed=t)
+            pooled += lo <= mu <= hi
+        return nested / trials, pooled / trials
+
+    many, _ = cover(20)
+    assert 0.85 <= many <= 1.0
+    nested3, pooled3 = cover(3)
+    assert nested3 > pooled3 + 0.15
+
+
+def test_record_over_seeds_writes_each_seed_and_the_interval(tmp_path):
+    res = ResultsRecorder("99_test", "smoke", 0, tmp_path)
+    I.record_over_seeds(res, "x_rate", {0: 0.1, 1: 0.2, 2: 0.3}, 0.2, 0.1, 0.3, dataset="d", claim="c")
+    names = set(res.results)
+    assert {"x_rate", "x_rate_ci_lo", "x_rate_ci_hi", "x_rate_s0", "x_rate_s1", "x_rate_s2"} <= names
+    assert "over 3 GAN seeds" in res.results["x_rate"].note
+    assert I.seeds_phrase([0]) == "over 1 GAN seed"
+    I.record_over_seeds(res, "y_rate", {0: 1.0, 3: 2.0}, 1.5, dataset="d")  # no interval: mean and seeds only
+    assert "y_rate_ci_lo" not in res.results and res.results["y_rate_s3"].value == 2.0
+    assert res.results["y_rate"].value == 1.5

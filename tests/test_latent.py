@@ -98,6 +98,14 @@ def test_vector_arithmetic_scores_and_smoothness(tiny_g):
     s = L.smoothness(tiny_g, lambda n: sample_noise(cfg, n, g), segments=4, steps=5, features=L.pooled_pixels)
     assert s["pixel_step"] > 0 and s["feature_random"] > 0
     assert 0 < s["pixel_max_jump"] <= 1.0 + 1e-6 and s["even_step_ratio"] == 0.25
+    assert "pixel_jumps" not in s
+    # per walk (chapter 06 bootstraps them over GAN seeds): the same draws give the same summaries
+    w = L.smoothness(tiny_g, lambda n: sample_noise(cfg, n, torch.Generator().manual_seed(1)), segments=4, steps=5,
+                     per_walk=True)
+    w0 = L.smoothness(tiny_g, lambda n: sample_noise(cfg, n, torch.Generator().manual_seed(1)), segments=4, steps=5)
+    assert w["pixel_jumps"].shape == (4,)
+    assert w["pixel_jumps"].mean() == pytest.approx(w0["pixel_max_jump"], rel=1e-5)
+    assert (w["pixel_jumps"] > 0.5).mean() == pytest.approx(w0["pixel_cut_rate"])
 
 
 def test_fit_attribute_test_learns_a_colour_and_splits_groups():

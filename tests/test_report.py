@@ -643,3 +643,67 @@ def test_authors_conversion_is_a_check_not_a_claim(tmp_path):
     rows = report.check_rows(load_results(tmp_path))
     assert [r["verdict"] for r in rows if "released SVHN weights" in r["claim"]] == ["fails"]
     assert all("released SVHN weights" not in r["claim"] for r in report.claim_rows(load_results(tmp_path)))
+
+
+# ---------------------------------------------------------------- per-seed quality gates (issue 22)
+
+def _seed_gates(res, model, passed: dict[int, bool], dataset="emoji"):
+    """What dcgan.seeds.gate_seeds records: each seed's gate and the model's (1 only when all passed)."""
+    for s, ok in passed.items():
+        _gate(res, f"{model}_s{s}", ok, dataset=dataset, fid=40.0 + s if ok else 312.0)
+    res.record(f"{model}_gate", int(all(passed.values())), dataset=dataset)
+
+
+def test_a_claim_needs_every_seeds_gate(tmp_path):
+    res = _rec(tmp_path, "06_latent_space")
+    _arith(res)
+    _seed_gates(res, "emoji-32", {0: True, 1: False, 2: True})
+    row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
+    assert row["verdict"] == BELOW_GATE
+    assert "gate emoji-32: below in 1 of 3 GAN seeds (seed 1: fid 312" in row["ours"]
+    ok, phrase = report.gate_status(load_results(tmp_path), "emoji-32")
+    assert ok is False and phrase.startswith("is below the quality gate in 1 of 3 GAN seeds (seed 1: fid 312")
+    _seed_gates(res, "emoji-32", {0: True, 1: True, 2: True})
+    row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
+    assert row["verdict"] == REPRODUCED and "gate emoji-32: passed in all 3 GAN seeds" in row["numbers"]
+    assert report.gate_status(load_results(tmp_path), "emoji-32") == (True, "passes the quality gate in all 3 GAN seeds")
+
+
+def test_a_failed_seed_gate_counts_even_when_the_model_record_says_pass(tmp_path):
+    """The per-seed records are judged themselves, not only the model's summary record."""
+    res = _rec(tmp_path, "06_latent_space")
+    _arith(res)
+    _seed_gates(res, "emoji-32", {0: True, 1: True})
+    res.record("emoji-32_s2_gate", 0, dataset="emoji")  # e.g. another chapter's record of seed 2
+    assert _verdict(tmp_path, "§6.3.2", "(emoji") == BELOW_GATE
+    assert report.gate_status(load_results(tmp_path), "emoji-32")[0] is False
+    assert report.seed_gates(load_results(tmp_path), "emoji-32") == {0: True, 1: True, 2: False}
+
+
+def test_at_a_glance_summarises_seed_gates_per_model(tmp_path):
+    res = _rec(tmp_path, "02_training")
+    _seed_gates(res, "emoji-32", {0: True, 1: True, 2: False})
+    text = report.at_a_glance(load_results(tmp_path))
+    assert "Quality gate of `emoji-32` (emoji): **fails** in 1 of 3 GAN seeds (FID 40, 41, 312)" in text
+    _seed_gates(res, "emoji-32", {0: True, 1: True, 2: True})
+    assert "Quality gate of `emoji-32` (emoji): **passes** in all 3 GAN seeds (FID 40, 41, 42)" in \
+        report.at_a_glance(load_results(tmp_path))
+    assert "emoji-32_s1" not in text  # one line per model, not per seed
+    # a seed gate without numbers (no reference) leaves no empty brackets in the phrase
+    res2 = _rec(tmp_path / "b", "04_x")
+    for s in (0, 1):
+        res2.record(f"fashion-mnist-32_s{s}_gate", 0, dataset="fashion-mnist")
+    assert report.gate_status(load_results(tmp_path / "b"), "fashion-mnist-32") == (
+        False, "is below the quality gate in 2 of 2 GAN seeds")
+
+
+def test_verdict_words_say_how_many_gan_seeds(tmp_path):
+    res = _rec(tmp_path, "06_latent_space")
+    _arith(res)
+    _seed_gates(res, "emoji-32", {0: True, 1: True, 2: True})
+    assert "GAN seeds" not in _row(load_results(tmp_path), "§6.3.2", "(emoji")["words"]
+    for s in (0, 1, 2):
+        res.record(f"emoji_arith_latent_minus_pixel_s{s}", 20.0 + s, dataset="emoji")
+    row = _row(load_results(tmp_path), "§6.3.2", "(emoji")
+    assert row["words"].endswith("; over 3 GAN seeds") and row["verdict"] == REPRODUCED
+    assert "over 3 GAN seeds" in report.at_a_glance(load_results(tmp_path))
