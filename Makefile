@@ -29,7 +29,7 @@ help:
 	@echo "make nbval-baseline [ONLY=02_training]   re-execute chapters under smoke into tests/notebooks/"
 	@echo "make regression-calibrate [ONLY=02_training]   calibrate the results regression (after nbval-baseline)"
 	@echo "make lock            re-resolve requirements.lock from pyproject.toml"
-	@echo "make reference       train the quality gate's reference runs (4x the book's epochs) into dcgan/gate_references.json"
+	@echo "make reference       train the quality gate's reference runs (2x the book's epochs, 3 seeds) into dcgan/gate_references.json"
 
 # ---------------------------------------------------------------- environment
 
@@ -80,7 +80,7 @@ nbval-baseline: setup data
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	DCGAN_RUNS="$$tmp/runs" $(PY) -m dcgan book --profile smoke --out tests/notebooks --no-build $(ONLY_ARG)
 
-# the quality gate's thresholds: each book model trained four times longer (long: about an hour on 2 cores)
+# the quality gate's thresholds: each book model trained twice as long from 3 seeds the book never trains (needs a clean tree)
 reference: setup data
 	$(PY) -m dcgan reference --profile $(PROFILE)
 

@@ -128,6 +128,40 @@ def test_domain_classifier_trains_caches_and_reloads(tiny_mnist):
     assert torch.allclose(clf(x), again(x))
 
 
+def test_domain_classifier_stops_when_validation_accuracy_stops_improving(tiny_mnist, monkeypatch):
+    """Training ends `patience` epochs after the best validation accuracy, keeps that epoch's weights, and
+    never looks at the test split while training (issue 22: a one-epoch classifier was a weak yardstick)."""
+    from dcgan import data as D
+
+    seen = []
+    real_load = D.load_dataset
+    monkeypatch.setattr(D, "load_dataset", lambda name, split, *a, **k: seen.append(split) or real_load(name, split, *a, **k))
+    spec = metrics.ClassifierSpec("mnist-10k", 16, subset=None, epochs=30, batch_size=32, patience=2)
+    model, info = metrics._train_classifier(spec, False)
+    curve = info["validation_curve"]
+    assert info["epochs_trained"] == len(curve) and info["validation_accuracy"] == max(curve)
+    assert info["best_epoch"] == curve.index(max(curve)) + 1  # the first epoch reaching the best
+    assert len(curve) == 30 or len(curve) - info["best_epoch"] == spec.patience  # stopped by the rule
+    assert seen == ["train", "test"]  # the test split is read once, after training, for the report
+    assert info["validation_images"] + info["train_images"] == 200 and info["validation_images"] == 20
+    # the kept weights are the best epoch's: their validation accuracy is the recorded best
+    g = torch.Generator().manual_seed(spec.seed)
+    full = real_load("mnist-10k", "train", 16)
+    _, val_rows = metrics._validation_split(full, spec.val_share, g)
+    assert metrics._accuracy(model, full.subset(val_rows)) == pytest.approx(info["validation_accuracy"])
+
+
+def test_validation_split_keeps_each_base_emoji_on_one_side():
+    from dcgan.data import ImageTensorDataset
+
+    bases = [f"b{i // 3}" for i in range(60)]  # 20 base emoji, 3 variants each
+    ds = ImageTensorDataset("x", torch.zeros(60, 1, 8, 8, dtype=torch.uint8), torch.zeros(60, dtype=torch.long),
+                            ["a"], {"base": bases})
+    fit, val = metrics._validation_split(ds, 0.1, torch.Generator().manual_seed(0))
+    assert len(val) == 6 and len(fit) == 54
+    assert not {bases[i] for i in val.tolist()} & {bases[i] for i in fit.tolist()}
+
+
 def test_classifier_key_hashes_the_definition(tmp_path, monkeypatch):
     """A changed architecture or loop gives a new cache key; a changed comment or layout does not."""
     import importlib.util
