@@ -293,11 +293,39 @@ def _train_classifier(spec: ClassifierSpec, progress: bool) -> tuple[DomainClass
     return model, info
 
 
+# The book profile's classifiers, committed (issue 22/23): every machine measures FID in the same feature space as
+# the committed gate references did, and `make book` does not spend minutes training them. Used only for the key
+# they were trained under (same spec, same code), after their SHA-256 is checked.
+SHIPPED_CLASSIFIERS = Path(__file__).with_name("weights") / "classifiers"
+
+
+def _shipped_classifier(spec: ClassifierSpec) -> Path | None:
+    """The committed weights of this classifier, checked against ``SHA256SUMS`` (None: none committed)."""
+    p = SHIPPED_CLASSIFIERS / f"{spec.key()}.pt"
+    if not p.is_file():
+        return None
+    sums_file = SHIPPED_CLASSIFIERS / "SHA256SUMS"
+    sums = {}
+    if sums_file.is_file():
+        for line in sums_file.read_text().splitlines():
+            if line.strip():
+                digest, name = line.split()
+                sums[name] = digest
+    with open(p, "rb") as f:
+        got = hashlib.file_digest(f, "sha256").hexdigest()
+    if sums.get(p.name) != got:
+        raise ValueError(f"{p} does not match its SHA-256 in {sums_file} (got {got}, recorded "
+                         f"{sums.get(p.name, 'none')}): restore it with `git checkout -- {p}`, or delete it to train "
+                         "the classifier on this machine")
+    return p
+
+
 @lru_cache(maxsize=16)
 def _cached_classifier(spec: ClassifierSpec, root: str, progress: bool) -> DomainClassifier:
     path = Path(root) / "classifiers" / f"{spec.key()}.pt"
-    if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+    src = path if path.exists() else _shipped_classifier(spec)
+    if src is not None:
+        blob = torch.load(src, map_location="cpu", weights_only=True)
         info = json.loads(blob["info"])
         model = DomainClassifier(blob["channels"], spec.image_size, len(info["classes"]), spec.width, spec.feature_dim)
         model.load_state_dict(blob["state_dict"])
