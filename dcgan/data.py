@@ -23,6 +23,7 @@ training cache key.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -546,7 +547,16 @@ CELEBA_LANDMARK_FILE = "list_landmarks_align_celeba.txt"  # eyes, nose and mouth
 
 
 def _celeba_table(path: Path, what: str) -> tuple[list[str], dict[str, list[int]]]:
-    """CelebA's annotation format: a count line, a header of column names, then ``<file> v1 v2 ...`` lines."""
+    """CelebA's annotation format: a count line, a header of column names, then ``<file> v1 v2 ...`` lines.
+    Parsed once per file version (the attribute file has 200k lines; every split and chapter reads it)."""
+    st = path.stat()
+    return _celeba_table_parsed(str(path), what, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _celeba_table_parsed(path_str: str, what: str, size: int, mtime_ns: int) -> tuple[list[str], dict[str, list[int]]]:
+    """:func:`_celeba_table`'s parse, cached by path, size and modification time (a changed file is parsed again)."""
+    path = Path(path_str)
     lines = path.read_text().splitlines()
     try:
         count, header = int(lines[0].split()[0]), lines[1].split()

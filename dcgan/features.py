@@ -50,7 +50,7 @@ from .data import to_model_range
 from .kmeans import KMeansFeatures
 from .models import Discriminator, ModelConfig
 from .precision import autocast, bf16_available, check_precision, device_of, resolve_precision
-from .protocol import AUTHORS_CS, DrawsResult, SVMResult, authors_svhn_protocol, fit_svm, semi_supervised_split
+from .protocol import AUTHORS_CS, DrawsResult, SVMResult, authors_svhn_protocol, fit_svm, label_draws, semi_supervised_split
 from .supervised import (
     SearchResult,
     SupervisedCNN,
@@ -79,6 +79,7 @@ __all__ = [
     "AUTHORS_CS",
     "DrawsResult",
     "authors_svhn_protocol",
+    "label_draws",
     "KMeansFeatures",
     "SupervisedCNN",
     "SupervisedResult",

@@ -21,7 +21,7 @@ from .progress import bar as progress_bar
 from .svm import LinearL2SVM, _decisions, _predict_from
 from .timing import phased
 
-__all__ = ["semi_supervised_split", "SVMResult", "fit_svm", "AUTHORS_CS", "DrawsResult", "authors_svhn_protocol"]
+__all__ = ["semi_supervised_split", "label_draws", "SVMResult", "fit_svm", "AUTHORS_CS", "DrawsResult", "authors_svhn_protocol"]
 
 
 def semi_supervised_split(
@@ -58,6 +58,17 @@ def semi_supervised_split(
     lab = _class_balanced_draw(y, n_labels // len(classes), np.random.default_rng(seed), classes=classes,
                                allowed=pool, where="outside the validation split")
     return np.sort(lab), val
+
+
+def label_draws(labels: np.ndarray | torch.Tensor, per_class: int, n_draws: int, *, seed: int = 0) -> list[np.ndarray]:
+    """``n_draws`` class-balanced labelled subsets of ``labels`` (positions into it), ``per_class`` of each
+    class, draw ``i`` made with seed ``(seed, i)``: a few-label budget whose label-draw noise is measured
+    over the draws. The same draws serve every representation, so their comparisons are paired."""
+    y = np.asarray(labels)
+    if per_class < 1 or n_draws < 1:
+        raise ValueError(f"need at least 1 label per class and 1 draw, got {per_class} per class and {n_draws} draws")
+    return [np.sort(_class_balanced_draw(y, per_class, np.random.default_rng([seed, i]),
+                                         where="in the labelled training split")) for i in range(n_draws)]
 
 
 def _class_balanced_draw(y: np.ndarray, per_class: int, rng: np.random.Generator, *, classes=None,

@@ -57,7 +57,9 @@ def test_weights_ship_as_package_data():
     for pattern in ("weights/*.npz", "weights/*.md", "weights/LICENSE-*"):
         assert pattern in block
     import fnmatch
-    names = [p.relative_to(ROOT / "dcgan").as_posix() for p in (ROOT / "dcgan" / "weights").iterdir()]
+    # every shipped file, the committed classifiers' folder included
+    names = [p.relative_to(ROOT / "dcgan").as_posix() for p in (ROOT / "dcgan" / "weights").rglob("*") if p.is_file()]
+    assert any(n.startswith("weights/classifiers/") for n in names)
     assert all(any(fnmatch.fnmatch(n, pat) for pat in re.findall(r'"(weights/[^"]+)"', block)) for n in names), names
 
 

@@ -279,6 +279,23 @@ def test_celeba_annotation_errors_name_the_file(fixture_data_root, tmp_path):
     assert set(load_dataset("celeba", "all", root=root).attributes) == {"path"}
 
 
+def test_celeba_annotations_are_parsed_once_per_file_version(fixture_data_root, tmp_path, monkeypatch):
+    root = tmp_path / "d"
+    shutil.copytree(fixture_data_root / "celeba", root / "celeba")
+    reads = []
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (reads.append(self.name), real(self, *a, **k))[1])
+    for split in ("train", "test", "all"):
+        load_dataset("celeba", split, root=root)
+    assert reads.count("list_attr_celeba.txt") == 1 and reads.count("list_landmarks_align_celeba.txt") == 1
+    attr = root / "celeba" / "list_attr_celeba.txt"
+    text = real(attr).splitlines()
+    attr.write_text("\n".join(text[:2] + [text[2].replace(" 1", "-1", 1) if " 1" in text[2] else text[2]] + text[3:])
+                    + "\n\n")  # a changed file is read again
+    load_dataset("celeba", "all", root=root)
+    assert reads.count("list_attr_celeba.txt") == 2
+
+
 def test_status_and_splits(data_dir, tmp_path):
     found = {r["name"]: r["found"] for r in data.dataset_status()}
     assert all(found.values()), found

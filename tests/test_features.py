@@ -89,6 +89,22 @@ def test_label_sampler_errors():
         fe.semi_supervised_split(y, n_labels=100, n_val=150)
 
 
+def test_label_draws_balanced_distinct_reproducible():
+    y = _labels(500)
+    draws = fe.label_draws(y, per_class=5, n_draws=4, seed=2)
+    assert len(draws) == 4
+    for d in draws:
+        assert np.bincount(y[d], minlength=10).tolist() == [5] * 10 and len(set(d)) == 50
+    assert len({tuple(d) for d in draws}) == 4  # each draw is another labelled set
+    again = fe.label_draws(y, per_class=5, n_draws=4, seed=2)
+    assert all(np.array_equal(a, b) for a, b in zip(draws, again))
+    assert not np.array_equal(fe.label_draws(y, 5, 1, seed=3)[0], draws[0])
+    with pytest.raises(ValueError, match="class 0 has only"):
+        fe.label_draws(np.r_[np.zeros(3, int), np.ones(20, int)], per_class=5, n_draws=1)
+    with pytest.raises(ValueError, match="at least 1"):
+        fe.label_draws(y, per_class=0, n_draws=1)
+
+
 def _blobs(n, d=20, k=3, seed=0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 3, (k, d))
