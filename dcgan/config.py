@@ -182,15 +182,24 @@ _PRESET_DATA = {
 PRESETS = tuple(_PRESET_DATA)
 _PAPER_ONLY = ("imagenet32", "svhn-32", "lsun-64", "celeba-64")
 
-# Book-profile length of each run, chosen with the gate references (chapter 02 shows the curves): each run
-# ends on its FID plateau (the last fifth of training improves FID by < 10 %) within the book's CPU budget.
-# From the references' FID curves (dcgan/gate_references.json):
-# - fashion-mnist-32 (reference 20 epochs, plateau 9.2): FID 14.7, 11.7, 8.8, 10.2, 9.5 at epochs 4-8. At 5
-#   epochs FID still fell 20 % over the last fifth; at 8 it is flat and within 1.3x the plateau.
-# - emoji-32 (reference 160 epochs, plateau 1.95): FID 4.7 at 32, 2.7 at 40 (still falling 43 % over the last
-#   fifth, above 1.3x the plateau), 2.0 at 64, 2.2 at 80 (flat over 64-80, within 1.3x).
-# - mnist-cond (reference 60 epochs, plateau 3.7): FID 5.8 at 10, 3.4 at 15, 2.0-3.0 over 17-23; at 15 the
-#   curve is still clearly falling, 20 sits on the plateau. mnist-cond-noaffine gets the same length.
+# Book-profile length of each run. The gate (dcgan.gate) compares a run with reference runs of three other
+# seeds (1000-1002) trained 2x the length first chosen here (dcgan/gate_references.json, FIDs in the trained
+# domain classifier's features; issue 22). Lengths were first chosen before those references existed; what they
+# showed (AMD EPYC, book run of 605006e, `make book` on 2026-12-06):
+# - fashion-mnist-32: at 8 epochs the book's seeds 0 and 2 fail the convergence test (FID still falling 35 % and
+#   25 % over epochs 4-8, outside the noise), as do two of the three reference seeds read at epoch 8; read at
+#   epoch 12 the three reference seeds are flat at FID 124-157, inside the limit 192. A trial book run at 12
+#   epochs (chapters 02-07, 10, 11, same day): seeds 1 and 2 pass, seed 0 still falls 11 % over epochs 8-12
+#   (interval from 6 %), and chapter 02 took 1,213 s for the three runs. A longer book run needs a reference
+#   twice as long first (tests/test_gate.py: reference >= 2x the book), i.e. `python -m dcgan reference --model
+#   fashion-mnist-32` at 24-32 epochs; until then the book stays at 8 and its claims on this model are
+#   inconclusive (below the gate).
+# - emoji-32: at 80 epochs all three book seeds are above 1.3x the reference plateau (FID 52-61 against 50.2);
+#   so are the reference seeds read at epoch 80 (54-59), and one of them still falls at 160. The length that
+#   would pass is about the reference's own (160 epochs, ~25 more minutes of the book on the AMD EPYC, and a
+#   reference at 320), so it is left at 80 and the chapters report every claim on it as inconclusive.
+# - mnist-cond (reference 40 epochs): passes at 20 in all three seeds; mnist-cond-noaffine gets the same length
+#   (there seed 2 is just above its limit, FID 12.8 against 12.6).
 # - chapter 08's ablation DCGAN (dcgan.stability, 30 epochs) is explained there.
 # The gate's convergence test reads a robust trend over the last fifth (dcgan.gate.trend_gain), not two snapshots.
 BOOK_EPOCHS = {"fashion-mnist-32": 8, "emoji-32": 80, "emoji-64": 30, "mnist-cond": 20, "mnist-cond-noaffine": 20}
