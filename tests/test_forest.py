@@ -51,6 +51,17 @@ def test_every_measured_quantity_has_its_words():
                 f"claim {c.id}: add a `says` entry for {m.pattern} to dcgan/claims.yaml"
 
 
+def test_no_two_claims_of_a_chapter_share_a_row_label():
+    """A forest row is labelled "section what vs than": two claims of one chapter with the same words (e.g. §5.1's
+    all-label and few-label comparisons) would be two rows the reader cannot tell apart. (Rows on different models,
+    i.e. other gates, are told apart by the data set the label adds.)"""
+    seen: dict[tuple, str] = {}
+    for c in report.CLAIMS:
+        for s in c.says:
+            key = (c.chapter, tuple(c.gates), c.section, s["what"], s.get("than"))
+            assert seen.setdefault(key, c.id) == c.id, f"claims {seen[key]} and {c.id} read the same: {key}"
+
+
 def test_points_carry_the_claims_verdict_and_direction(tmp_path):
     res = _rec(tmp_path, "08_stability")
     res.record("stability_dcgan_gate", 1, dataset="fashion-mnist")

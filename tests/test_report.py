@@ -680,6 +680,18 @@ def test_a_failed_seed_gate_counts_even_when_the_model_record_says_pass(tmp_path
     assert report.seed_gates(load_results(tmp_path), "emoji-32") == {0: True, 1: True, 2: False}
 
 
+def test_a_single_seed_model_gate_does_not_repeat_a_seeds_numbers(tmp_path):
+    """Chapters 10/11 gate the first seed's run as ``<model>_gate`` (with numbers); beside chapter 02's per-seed
+    gates the claim lists each failing seed's numbers once, labelled, not seed 0's twice."""
+    res = _rec(tmp_path, "06_latent_space")
+    _arith(res)
+    _seed_gates(res, "emoji-32", {0: False, 1: True, 2: False})
+    _gate(_rec(tmp_path, "11_latent_explorer"), "emoji-32", False, fid=312.0)  # seed 0's run, gated again
+    ours = _row(load_results(tmp_path), "§6.3.2", "(emoji")["ours"]
+    assert "gate emoji-32: below in 2 of 3 GAN seeds (seed 0: fid 312" in ours
+    assert ours.count("fid 312") == 2 and "; seed 2: fid 312" in ours  # seeds 0 and 2, not an unlabelled third
+
+
 def test_at_a_glance_summarises_seed_gates_per_model(tmp_path):
     res = _rec(tmp_path, "02_training")
     _seed_gates(res, "emoji-32", {0: True, 1: True, 2: False})
