@@ -191,9 +191,13 @@ _PAPER_ONLY = ("imagenet32", "svhn-32", "lsun-64", "celeba-64")
 #   epoch 12 the three reference seeds are flat at FID 124-157, inside the limit 192. A trial book run at 12
 #   epochs (chapters 02-07, 10, 11, same day): seeds 1 and 2 pass, seed 0 still falls 11 % over epochs 8-12
 #   (interval from 6 %), and chapter 02 took 1,213 s for the three runs. So the book trains 16 epochs (set
-#   2026-12-06 from those two readings, before any book run at 16 was looked at), with a reference remade at
-#   32 (`python -m dcgan reference --model fashion-mnist-32`, commit recorded in the file): about +9 minutes of
-#   chapter 02 on the AMD EPYC against 8 epochs.
+#   2026-12-06 from those two readings, before any book run at 16 was looked at), with the reference remade at
+#   32 (commit ce28ea6, 54.8 min on the AMD EPYC): the reference seeds kept improving past 16 (mean curve ~147
+#   at epochs 12-16, ~124 at 28-32), so its plateau fell from 147.9 to 111.0 and the limit from 192 to 144.3.
+#   Book run at 16 (chapters 02-07, 10, 11, same day): seed 2 passes (FID 143.4), seed 0 is above the limit
+#   (152.9), seed 1 is below it (134.5) but still falls 16 % over epochs 12-16 (interval from 4 %): 1 of 3, so
+#   claims on this model stay inconclusive. The curves say a passing length is about 24-32 epochs (+~10 min of
+#   chapter 02 per 8 epochs on the AMD EPYC) with a reference at twice that; 16 costs ~10 min over 8.
 # - emoji-32: at 80 epochs all three book seeds are above 1.3x the reference plateau (FID 52-61 against 50.2);
 #   so are the reference seeds read at epoch 80 (54-59), and one of them still falls at 160. The length that
 #   would pass is about the reference's own (160 epochs, ~25 more minutes of the book on the AMD EPYC, and a
