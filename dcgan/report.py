@@ -569,8 +569,8 @@ def _gate(c: Claim, f: Found) -> tuple[str | None, str]:
         failed |= not ok
         seeds = [n for n in names if n != f"{model}_gate"]
         below = [n for n in names if not all(_num(r.value) == 1 for r in gates[n])]
-        # with per-seed gates, the numbers are theirs: a single-seed `<model>_gate` (chapters 10/11 gate the first
-        # seed's run) repeats one of them, unlabelled
+        # with per-seed gates, the numbers are theirs, labelled by seed: `<model>_gate` is the chapter's summary over
+        # the seeds it used (dcgan.seeds.gate_seeds); a hand-made one with numbers would repeat a seed's unlabelled
         shown = [n for n in below if n in seeds] if seeds else below
         nums = "; ".join(filter(None, (_gate_numbers(f, n[: -len("_gate")], label="" if n == f"{model}_gate" else
                                                      "seed " + n[len(model) + 2: -len("_gate")]) for n in shown)))

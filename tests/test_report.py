@@ -260,6 +260,24 @@ def test_every_model_claim_names_its_gate():
             assert c.gates, f"{c.section} {c.text} relies on a model but names no gate"
 
 
+
+def test_every_recorded_gate_is_seen_by_the_claims_on_its_model():
+    """A claim that names ``<model>_gate`` sees the same model's per-seed gates too (``<model>_s<seed>_gate``, the one
+    naming every chapter records through dcgan.seeds.gate_seeds): in the committed smoke baseline, no gate a chapter
+    recorded goes unseen by a claim that judges that model (chapter 08's claims once named only
+    ``stability_dcgan_gate``), and no chapter records the old ``_seed<N>`` naming."""
+    from fnmatch import fnmatchcase
+
+    names = {r.name for r in load_results(REPO / "tests" / "notebooks") if r.name.endswith("_gate")}
+    assert any(report._SEED_GATE.search(n) for n in names), "the baseline records no per-seed gate"
+    assert not [n for n in names if "_seed" in n], "use dcgan.seeds.gate_seeds (<model>_s<seed>_gate)"
+    for c in report.CLAIMS:
+        for n in names:
+            summary = f"{report._gate_model(n)}_gate"
+            if any(fnmatchcase(summary, p) for p in c.gates):
+                assert any(fnmatchcase(n, p) for p in c.gates), f"{c.section} {c.text[:40]}: gates {c.gates} miss {n}"
+
+
 # ---------------------------------------------------------------- comparative claims
 
 @pytest.mark.parametrize("pixel, base, want", [
