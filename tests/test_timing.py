@@ -8,19 +8,10 @@ import json
 import re
 
 import pytest
-from test_train import tiny_cfg, write_fashion
+from test_train import env, tiny_cfg  # noqa: F401 (env: test_train's tiny Fashion-MNIST set and an empty run cache)
 
 from dcgan import book, timing
 from dcgan import train as T
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """test_train's tiny Fashion-MNIST set and an empty run cache."""
-    write_fashion(tmp_path / "data")
-    monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
-    return tmp_path
 
 
 class FakeClock:

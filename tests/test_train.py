@@ -53,6 +53,7 @@ def tiny_cfg(**kw) -> T.TrainConfig:
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
+    """A tiny Fashion-MNIST set (write_fashion) and an empty run cache."""
     write_fashion(tmp_path / "data")
     monkeypatch.setenv("DCGAN_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("DCGAN_RUNS", str(tmp_path / "runs"))
