@@ -862,7 +862,8 @@ def at_a_glance(results: Iterable[Result]) -> str:
     First the quality gate of every model the chapter builds on (pass/fail with FID against its limit),
     then each claim of the paper its results bear on with the results page's verdict and the first number
     behind it (with its 95 % interval when recorded), then its implementation checks; last, the profile,
-    data and hardware behind the numbers. Nothing in it is typed by hand.
+    seeds (the chapter's, and the GAN seeds its per-seed gates name), data and hardware behind the numbers.
+    Nothing in it is typed by hand.
     """
     results = list(results)
     f = Found(results)
@@ -905,7 +906,10 @@ def at_a_glance(results: Iterable[Result]) -> str:
     if results:
         r0 = results[0]
         data = ", ".join(sorted({r.dataset for r in results if r.dataset}))
-        lines.append(f"\n*`{r0.profile}` profile, seed {r0.seed}, {r0.hardware}; data: {data}. Generated from the "
+        # the chapter's seed draws its labels and noise; its verdicts rest on every GAN seed its per-seed gates name
+        gan = sorted({int(m.group(1)) for r in results if (m := re.search(r"_s(\d+)_gate$", r.name))})
+        gan_seeds = f" (GAN seeds {', '.join(map(str, gan))})" if gan else ""
+        lines.append(f"\n*`{r0.profile}` profile, seed {r0.seed}{gan_seeds}, {r0.hardware}; data: {data}. Generated from the "
                      "numbers this chapter recorded when it ran.*")
     return "\n".join(lines)
 

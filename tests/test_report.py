@@ -600,7 +600,10 @@ def test_at_a_glance_puts_gates_verdicts_and_provenance_in_the_box(tmp_path):
     lines = box.splitlines()
     assert lines[0] == "- Quality gate of `emoji-64` (emoji): **fails**; no verdict is drawn from it."
     assert lines[1].startswith(f"- **{BELOW_GATE}**: §6.3.2 Vector arithmetic") and "seed1" not in box
-    assert "`book` profile, seed 0" in box and "data: emoji" in box
+    assert "`book` profile, seed 0, " in box and "data: emoji" in box and "GAN seeds" not in box
+    for seed in (2, 0, 1):  # the verdicts rest on every GAN seed: the provenance line names them
+        res.record(f"emoji-64_s{seed}_gate", 0, dataset="emoji")
+    assert "`book` profile, seed 0 (GAN seeds 0, 1, 2), " in report.at_a_glance(res.results.values())
     res2 = _rec(tmp_path / "b", "06_latent_space")
     res2.record("emoji-64_gate", 1, dataset="emoji")
     res2.record("emoji-64_gate_fid", 2.5, dataset="emoji")
