@@ -581,7 +581,7 @@ def _gate(c: Claim, f: Found) -> tuple[str | None, str]:
     return (BELOW_GATE if failed else None), "; ".join(parts)
 
 
-_SEED_GATE = re.compile(r"_s\d+_gate$")
+_SEED_GATE = re.compile(r"_s(\d+)_gate$")  # one GAN seed's gate; group 1: the seed
 
 
 def _gan_seeds(f: Found, matched: list[Result]) -> int:
@@ -907,10 +907,10 @@ def at_a_glance(results: Iterable[Result]) -> str:
         r0 = results[0]
         data = ", ".join(sorted({r.dataset for r in results if r.dataset}))
         # the chapter's seed draws its labels and noise; its verdicts rest on every GAN seed its per-seed gates name
-        gan = sorted({int(m.group(1)) for r in results if (m := re.search(r"_s(\d+)_gate$", r.name))})
+        gan = sorted({int(m.group(1)) for r in results if (m := _SEED_GATE.search(r.name))})
         gan_seeds = f" (GAN seeds {', '.join(map(str, gan))})" if gan else ""
-        lines.append(f"\n*`{r0.profile}` profile, seed {r0.seed}{gan_seeds}, {r0.hardware}; data: {data}. Generated from the "
-                     "numbers this chapter recorded when it ran.*")
+        lines.append(f"\n*`{r0.profile}` profile, seed {r0.seed}{gan_seeds}, {r0.hardware}; data: {data}. "
+                     "Generated from the numbers this chapter recorded when it ran.*")
     return "\n".join(lines)
 
 
